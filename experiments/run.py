@@ -1,0 +1,155 @@
+"""The one entry point for every lmsys experiment.
+
+  python -m experiments.run --config configs/NAME.py[:ARG] [--workdir DIR] [--config.KEY=VALUE ...]
+
+`config.experiment` names a module `experiments/<experiment>.py` with
+`validate(config)` and `run(config, workdir, writer) -> results`. Bad input is
+reported as one line naming the bad thing, with exit code 2, before any
+compute and before anything is written. Running the same command on an
+existing workdir resumes it (the config may change only `train.num_steps` and
+logging/checkpoint cadence).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import re
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from lmsys import config as config_lib
+from lmsys import metrics as metrics_lib
+from lmsys.config import ConfigError
+
+
+def parse_args(argv: list[str]):
+  """Parses argv (without the program name) -> (config, config_path, arg, workdir)."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file, optionally with ':ARG' (e.g. configs/logreg.py:smoke).",
+      flag_values=flag_values, lock_config=True, sys_argv=["run"] + list(argv))
+  flags.DEFINE_string("workdir", None, "Output directory (default runs/<config>/<timestamp>).",
+                      flag_values=flag_values)
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv:
+    i = argv.index("--config")
+    spec = argv[i + 1] if i + 1 < len(argv) else None
+  if not spec:
+    raise ConfigError("missing --config=configs/NAME.py[:ARG]")
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path}")
+  try:
+    flag_values(["run"] + list(argv))
+  except flags.Error as e:
+    raise ConfigError(_one_line(f"bad flag: {e}")) from None
+  except (AttributeError, KeyError) as e:  # unknown override key
+    detail = str(e.args[0] if e.args else e).strip("'\"")
+    raise ConfigError(_one_line(f"unknown config key in overrides of {spec}: {detail}")) from None
+  except (TypeError, ValueError) as e:
+    raise ConfigError(_one_line(f"bad config override: {e}")) from None
+  config = flag_values.config
+  return config, path, arg or None, flag_values.workdir
+
+
+def _one_line(text: str) -> str:
+  text = str(text).replace("\\n", " ").replace("\\'", "'")
+  return re.sub(r"\s+", " ", text).strip()
+
+
+def default_workdir(config_path: str, arg: str | None) -> str:
+  name = os.path.splitext(os.path.basename(config_path))[0]
+  if arg:
+    name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", arg)
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  return os.path.join("runs", name, stamp)
+
+
+def load_experiment(config):
+  name = config_lib.get(config, "experiment")
+  if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    raise ConfigError(f"config key 'experiment': expected a module name, got {name!r}")
+  try:
+    module = importlib.import_module(f"experiments.{name}")
+  except ModuleNotFoundError as e:
+    if e.name == f"experiments.{name}":
+      raise ConfigError(f"config key 'experiment': unknown experiment {name!r} "
+                        f"(no experiments/{name}.py)") from None
+    raise
+  for fn in ("validate", "run"):
+    if not callable(getattr(module, fn, None)):
+      raise ConfigError(f"experiment {name!r} has no {fn}() function")
+  return module
+
+
+def format_results(results) -> str:
+  """A readable table of (possibly nested) results: last level as columns."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  flat = {}
+
+  def walk(node, path):
+    if isinstance(node, dict) and node:
+      for k, v in node.items():
+        walk(v, path + (str(k),))
+    elif not isinstance(node, (list, dict)):
+      flat[path] = node
+
+  walk(results, ())
+  if not flat:
+    return "(no results)"
+  if all(len(p) <= 1 for p in flat):
+    return "\n".join(f"{p[0] if p else 'value'}: {_fmt(v)}" for p, v in flat.items())
+  rows = {}
+  for path, value in flat.items():
+    row, col = " / ".join(path[:-1]), path[-1]
+    rows.setdefault(row, {})[col] = value
+  frame = pd.DataFrame.from_dict(rows, orient="index")
+  with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+    return frame.to_string(float_format=lambda v: f"{v:.4g}")
+
+
+def _fmt(value):
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    config, path, arg, workdir = parse_args(argv)
+    module = load_experiment(config)
+    module.validate(config)
+    workdir = workdir or default_workdir(path, arg)
+    config_json = config_lib.to_json_dict(config)
+    old_config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(old_config_path):
+      with open(old_config_path) as f:
+        config_lib.check_resume_compatible(json.load(f), config_json)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+  os.makedirs(workdir, exist_ok=True)
+  metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
+  print(f"workdir: {workdir}", flush=True)
+  with metrics_lib.Writer(workdir) as writer:
+    try:
+      results = module.run(config, workdir, writer)
+    except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    except FloatingPointError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 3
+  metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
+  print(format_results(results))
+  print(f"workdir: {workdir}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,182 @@
+"""Note 6: the importance-sampling estimator of log p(x) against exact densities."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmsys import iwae
+from lmsys.models import vae
+
+
+# --- A linear-Gaussian model: p(x) = N(b, W W^T + s^2 I) in closed form. ---
+
+def _linear_gaussian(seed=0, latent=3, dim=5, noise=0.5):
+  rng = np.random.default_rng(seed)
+  w = rng.normal(size=(dim, latent)).astype(np.float32)
+  b = rng.normal(size=dim).astype(np.float32)
+  cov_x = w @ w.T + noise ** 2 * np.eye(dim)
+  post_cov = np.linalg.inv(np.eye(latent) + w.T @ w / noise ** 2)
+  return w, b, noise, cov_x, post_cov
+
+
+def _exact_log_px(x, b, cov_x):
+  d = x - b
+  _, logdet = np.linalg.slogdet(cov_x)
+  maha = np.einsum("bi,ij,bj->b", d, np.linalg.inv(cov_x), d)
+  return -0.5 * (x.shape[1] * np.log(2 * np.pi) + logdet + maha)
+
+
+def _linear_log_weight_fn(x, w, b, noise, post_cov, mean_shift=0.0, var_scale=1.0):
+  """Proposal N(posterior mean + shift, var_scale * diag(posterior var)); exact at (0, 1)."""
+  post_mean = (x - b) @ w / noise ** 2 @ post_cov.T + mean_shift  # [B, L]
+  log_var = np.log(var_scale * np.diag(post_cov)).astype(np.float32)
+  x, w, b, post_mean = map(jnp.asarray, (x, w, b, post_mean.astype(np.float32)))
+
+  def fn(rng, num_samples):
+    eps = jax.random.normal(rng, (num_samples, *post_mean.shape))
+    z = post_mean + jnp.exp(0.5 * log_var) * eps
+    log_prior = vae.gaussian_log_prob(z, 0.0, jnp.zeros(()))
+    log_lik = vae.gaussian_log_prob(x, z @ w.T + b, jnp.full((), 2 * np.log(noise)))
+    return log_prior + log_lik - vae.gaussian_log_prob(z, post_mean, log_var)
+  return fn
+
+
+def test_exact_proposal_gives_exact_log_px_with_zero_error():
+  w, b, noise, cov_x, post_cov = _linear_gaussian()
+  x = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32) * 2
+  fn = _linear_log_weight_fn(x, w, b, noise, post_cov)
+  out = jax.jit(lambda r: iwae.estimate_log_px(fn, r, 100, 20, (1, 5)))(jax.random.key(0))
+  exact = _exact_log_px(x, b, cov_x)
+  np.testing.assert_allclose(out["log_px"], exact, atol=2e-3)
+  np.testing.assert_allclose(out["iwae_1"], exact, atol=2e-3)  # even the ELBO is tight
+  assert np.all(out["log_px_se"] < 1e-2)
+  np.testing.assert_allclose(out["ess"], 100, rtol=1e-3)
+
+
+def test_estimate_converges_to_exact_and_bounds_are_ordered():
+  w, b, noise, cov_x, post_cov = _linear_gaussian()
+  x = np.random.default_rng(2).normal(size=(16, 5)).astype(np.float32) * 2
+  # A poor proposal: shifted mean, too-narrow variance (heavy-ish weights).
+  fn = _linear_log_weight_fn(x, w, b, noise, post_cov, mean_shift=0.4, var_scale=0.6)
+  ks = (1, 5, 50, 500)
+  out = jax.jit(lambda r: iwae.estimate_log_px(fn, r, 5000, 500, ks))(jax.random.key(0))
+  s = iwae.summarize({k: np.asarray(v) for k, v in out.items()})
+  exact = float(np.mean(_exact_log_px(x, b, cov_x)))
+  gaps = [exact - s[f"iwae_{k}"] for k in ks]
+  tols = [3 * s[f"iwae_{k}_se"] for k in ks]
+  assert gaps[0] > 0.2  # the proposal is poor: the ELBO is visibly loose
+  for k_small, k_big, (g_small, g_big), (t_small, t_big) in zip(
+      ks, ks[1:], zip(gaps, gaps[1:]), zip(tols, tols[1:])):
+    assert g_big < g_small + t_small + t_big, (k_small, k_big, gaps)  # ELBO <= IWAE_5 <= ...
+    assert g_big > -t_big, (k_big, gaps)  # still a lower bound
+  assert gaps[-1] < 0.2 * gaps[0]  # the bound closes as k grows
+  assert abs(s["log_px"] - exact) < 3 * s["log_px_se"] + 0.02, (s["log_px"], exact, s["log_px_se"])
+
+
+def test_streaming_logsumexp_matches_direct_computation():
+  def fn(rng, num_samples):  # heavy spread of log weights: stresses the running max
+    return 10 * jax.random.normal(rng, (num_samples, 4))
+  rng = jax.random.key(3)
+  out = iwae.estimate_log_px(fn, rng, 300, 30, (1, 3, 30))
+  log_w = jnp.concatenate([fn(jax.random.fold_in(rng, i), 30) for i in range(10)])
+  np.testing.assert_allclose(out["log_px"], iwae.log_mean_exp(log_w), rtol=1e-5)
+  w = np.exp(np.asarray(log_w, np.float64) - np.asarray(log_w).max(0))
+  se = np.sqrt(np.maximum((w ** 2).sum(0) / w.sum(0) ** 2 - 1 / 300, 0))
+  np.testing.assert_allclose(out["log_px_se"], se, rtol=1e-3, atol=1e-6)
+  np.testing.assert_allclose(out["iwae_1"], log_w.mean(0), rtol=1e-5)
+  groups = iwae.log_mean_exp(log_w.reshape(100, 3, 4), axis=1)
+  np.testing.assert_allclose(out["iwae_3"], groups.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(out["iwae_3_se"], groups.std(0, ddof=1) / 10, rtol=1e-3)
+
+
+def test_chunk_sizes_must_fit():
+  fn = lambda r, s: jnp.zeros((s, 2))
+  with pytest.raises(ValueError, match="multiple"):
+    iwae.estimate_log_px(fn, jax.random.key(0), 100, 30)
+  with pytest.raises(ValueError, match="divide"):
+    iwae.estimate_log_px(fn, jax.random.key(0), 100, 20, (1, 3))
+
+
+# --- The flax model itself, with a 2-D latent integrated on a grid. ---
+
+def test_bernoulli_vae_estimate_matches_grid_integral():
+  model = vae.VAE(input_size=6, latent_sizes=(2,), hidden_sizes=((16, 16),))
+  x = (np.random.default_rng(0).random((6, 6)) < 0.5).astype(np.float32)
+  params = model.init(jax.random.key(1), x, jax.random.key(2))["params"]
+  params = jax.tree.map(lambda p: 2.0 * p, params)  # a sharper decoder than at init
+  # Exact: p(x) = int N(z; 0, I) Bern(x | dec(z)) dz on a 241 x 241 grid over [-6, 6]^2.
+  axis = np.linspace(-6, 6, 241, dtype=np.float32)
+  grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+  probs = np.asarray(model.apply({"params": params}, grid, method=vae.VAE.decode_mean), np.float64)
+  log_lik = x @ np.log(probs).T + (1 - x) @ np.log1p(-probs).T  # [B, G]
+  log_prior = -0.5 * (grid.astype(np.float64) ** 2).sum(1) - np.log(2 * np.pi)
+  cell = (axis[1] - axis[0]) ** 2
+  joint = log_lik + log_prior
+  exact = np.log(np.exp(joint - joint.max(1, keepdims=True)).sum(1) * cell) + joint.max(1)
+
+  apply = lambda p, xb, r, s: model.apply({"params": p}, xb, r, s)
+  per_image = iwae.evaluate_dataset(apply, params, x, jax.random.key(4), num_samples=5000,
+                                    chunk_size=500, batch_size=4, bound_ks=(1, 50))
+  assert per_image["log_px"].shape == (6,)
+  err = np.abs(per_image["log_px"] - exact)
+  assert np.all(err < 4 * per_image["log_px_se"] + 0.01), (per_image["log_px"], exact)
+  s = iwae.summarize(per_image)
+  assert s["iwae_1"] < s["iwae_50"] + 3 * s["iwae_50_se"]
+  assert s["iwae_50"] <= np.mean(exact) + 3 * s["iwae_50_se"]
+
+
+def test_two_layer_model_loss_and_gradients():
+  model = vae.make_model(2, input_size=20)
+  x = (np.random.default_rng(0).random((3, 20)) < 0.3).astype(np.float32)
+  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+  assert params["encoder_1"]["mean"]["kernel"].shape == (100, 50)
+  assert params["decoder_1"]["mean"]["kernel"].shape == (100, 100)
+  assert params["decoder_0"]["logits"]["kernel"].shape == (200, 20)
+  log_w = model.apply({"params": params}, x, jax.random.key(2), 7)
+  assert log_w.shape == (7, 3) and np.all(np.isfinite(log_w))
+  loss = lambda p, k: iwae.iwae_loss(model.apply({"params": p}, x, jax.random.key(2), k))
+  # On the same draws IWAE_k >= mean log w (Jensen), i.e. its loss is lower.
+  assert float(loss(params, 7)) <= float(-jnp.mean(log_w)) + 1e-5
+  grads = jax.grad(loss)(params, 7)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_dynamic_binarize_is_fresh_each_rng():
+  x = jnp.full((2000,), 0.3)
+  a, b = vae.dynamic_binarize(jax.random.key(0), x), vae.dynamic_binarize(jax.random.key(1), x)
+  assert set(np.unique(a)) <= {0.0, 1.0}
+  assert abs(float(a.mean()) - 0.3) < 0.05 and float(jnp.mean(a != b)) > 0.2
+
+
+def test_memory_does_not_grow_with_num_samples():
+  model = vae.make_model(1, input_size=64)
+  x = jnp.zeros((8, 64))
+  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+
+  def temp_bytes(num_samples):
+    f = jax.jit(lambda p, xb, r: iwae.estimate_log_px(
+        lambda rr, s: model.apply({"params": p}, xb, rr, s), r, num_samples, 50, (1, 5)))
+    analysis = f.lower(params, x, jax.random.key(0)).compile().memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend gives no memory analysis")
+    return analysis.temp_size_in_bytes
+  small, large = temp_bytes(50), temp_bytes(5000)
+  assert large <= 1.1 * small + 4096, (small, large)
+
+
+# --- The experiment, end to end (smoke variant). ---
+
+def test_experiment_smoke(tmp_path):
+  from experiments import run  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "vae")
+  run.main(["--config", "configs/vae.py:smoke", "--workdir", workdir])
+  import json  # pylint: disable=g-import-not-at-top
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  models = results["models"]
+  assert len(models) >= 2
+  for r in models.values():
+    assert np.isfinite(r["log_px"]) and r["log_px"] < 0
+  assert os.path.isfile(os.path.join(workdir, "figures", "bound_gap_vs_k.png"))
