@@ -85,10 +85,14 @@ def favor_features(x, projection, offset=None):
   kernel value alike, so both cancel in the normalised attention: that is how
   `favor_attention` keeps the exponent <= 0 (numerical stability).
   """
-  logits = jnp.einsum("...d,fd->...f", x, projection) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
+  logits = _favor_logits(x, projection)
   if offset is not None:
     logits = logits - offset
   return jnp.exp(logits) / math.sqrt(projection.shape[0])
+
+
+def _favor_logits(x, projection):
+  return jnp.einsum("...d,fd->...f", x, projection) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
 
 
 def _outer_power(x, order: int):
@@ -153,20 +157,22 @@ def _key_mask(mask, k):
   return mask.astype(k.dtype)[:, :, None, None]
 
 
-def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=128):
+def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=128,
+                                   unroll=1):
   """out_i = phi(q_i) sum_j phi(k_j)^T v_j / phi(q_i) sum_j phi(k_j), j <= i if causal.
 
-  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv].
+  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv]. unroll: lax.scan's
+  (True lets XLA's cost analysis see every chunk; it counts a loop body once).
   """
   phi_k = phi_k * _key_mask(mask, phi_k)
   if not causal:
     kv = jnp.einsum("blhf,blhd->bhfd", phi_k, v)
     normaliser = jnp.einsum("blhf,bhf->blh", phi_q, phi_k.sum(1))
     return _safe_divide(jnp.einsum("blhf,bhfd->blhd", phi_q, kv), normaliser)
-  return _causal_linear_attention(phi_q, phi_k, v, chunk_size)
+  return _causal_linear_attention(phi_q, phi_k, v, chunk_size, unroll)
 
 
-def _causal_linear_attention(phi_q, phi_k, v, chunk_size):
+def _causal_linear_attention(phi_q, phi_k, v, chunk_size, unroll=1):
   """Chunked causal linear attention: exact, O(L) memory, no L x L array.
 
   Inside a chunk of C positions the C x C masked product is taken directly;
@@ -204,7 +210,7 @@ def _causal_linear_attention(phi_q, phi_k, v, chunk_size):
 
   init = (jnp.zeros((batch, heads, num_feat, value_dim), phi_q.dtype),
           jnp.zeros((batch, heads, num_feat), phi_q.dtype))
-  _, (inter_num, inter_den) = jax.lax.scan(step, init, (qc, kc, vc))
+  _, (inter_num, inter_den) = jax.lax.scan(step, init, (qc, kc, vc), unroll=unroll)
   out = _safe_divide(intra_num + inter_num, intra_den + inter_den)  # [N, B, H, C, Dv]
   out = out.transpose(1, 0, 3, 2, 4).reshape(batch, padded, heads, value_dim)
   return out[:, :length]
@@ -218,9 +224,9 @@ def _default_scale(q, scale):
   return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
 
-def softmax_attention(q, k, v, *, causal=False, mask=None, rng=None, scale=None):
+def softmax_attention(q, k, v, *, causal=False, mask=None, rng=None, scale=None, chunk_size=None):
   """Standard scaled dot-product attention (quadratic, the reference)."""
-  del rng
+  del rng, chunk_size  # chunk_size: accepted so one params dict serves every kind
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * _default_scale(q, scale)
   allowed = _allowed(q.shape[1], k.shape[1], causal, mask)
   if allowed is not None:
@@ -345,9 +351,9 @@ def reference_attend(q, k, v, *, kind="softmax", causal=False, mask=None, rng=No
 def attention_matrix(q, k, *, kind="softmax", causal=False, mask=None, rng=None, **kind_params):
   """The row-normalised attention matrix [B, H, Lq, Lk] of a kind (for rank analysis)."""
   lk = k.shape[1]
-  eye = jnp.broadcast_to(jnp.eye(lk, dtype=q.dtype)[None, :, None, :], (q.shape[0], lk, 1, lk))
   # Attending to one-hot values returns the attention weights themselves.
-  out = reference_attend(q, k, jnp.broadcast_to(eye, k.shape[:3] + (lk,)), kind=kind,
+  eye = jnp.broadcast_to(jnp.eye(lk, dtype=q.dtype)[None, :, None, :], k.shape[:3] + (lk,))
+  out = reference_attend(q, k, eye, kind=kind,
                          causal=causal, mask=mask, rng=rng, **kind_params)
   return out.transpose(0, 2, 1, 3)
 
@@ -372,16 +378,14 @@ def _favor_pair(q, k, mask, rng, num_features, orthogonal, projection, scale):
   root = math.sqrt(_default_scale(q, scale))
   q, k = q * root, k * root
 
-  def logits(x):
-    return jnp.einsum("blhd,fd->blhf", x, projection) - 0.5 * jnp.sum(x * x, -1, keepdims=True)
-
-  q_offset = jax.lax.stop_gradient(jnp.max(logits(q), -1, keepdims=True))      # per query
-  k_logits = logits(k)
-  if mask is not None:
-    k_logits = jnp.where(mask[:, :, None, None], k_logits, -jnp.inf)
-  k_offset = jax.lax.stop_gradient(jnp.max(k_logits, (1, 3), keepdims=True))  # per (batch, head)
+  q_logits, k_logits = _favor_logits(q, projection), _favor_logits(k, projection)
+  q_offset = jnp.max(q_logits, -1, keepdims=True)                                # per query
+  visible = k_logits if mask is None else jnp.where(mask[:, :, None, None], k_logits, -jnp.inf)
+  k_offset = jnp.max(visible, (1, 3), keepdims=True)                            # per (batch, head)
   k_offset = jnp.where(jnp.isfinite(k_offset), k_offset, 0)
-  return favor_features(q, projection, q_offset), favor_features(k, projection, k_offset)
+  norm = 1.0 / math.sqrt(projection.shape[0])
+  return (jnp.exp(q_logits - jax.lax.stop_gradient(q_offset)) * norm,
+          jnp.exp(k_logits - jax.lax.stop_gradient(k_offset)) * norm)
 
 
 def _allowed(lq, lk, causal, mask):

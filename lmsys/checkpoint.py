@@ -9,6 +9,7 @@ the previous checkpoint intact.
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -42,17 +43,27 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   return restored.state, restored.meta
 
 
+def checkpoint_steps(directory: str) -> list[int]:
+  """Committed checkpoint steps under `directory` (temporary/partial saves excluded)."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory)
+                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "state")))
+
+
 def restore_raw(directory: str, step: int | None = None):
-  """Restores (state, meta) without a target: nested dicts of numpy arrays.
+  """Restores (state, meta, step) without a target: nested dicts of numpy arrays.
 
   Lets a notebook read parameters without rebuilding the model.
   """
-  mngr = manager(directory, read_only=True)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  steps = checkpoint_steps(directory)
+  if not steps:
     raise FileNotFoundError(f"no checkpoint under {directory}")
-  meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  state_dir = os.path.join(os.path.abspath(directory), str(step), "state")
-  state = ocp.StandardCheckpointer().restore(state_dir)
-  mngr.close()
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} under {directory} (have: {steps})")
+  path = os.path.join(os.path.abspath(directory), str(step))
+  with open(os.path.join(path, "meta", "metadata")) as f:
+    meta = json.load(f)
+  state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
   return state, meta, step

@@ -24,6 +24,7 @@ a resumed run sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -56,6 +57,33 @@ class Dataset:
 
 def known_datasets() -> list[str]:
   return [*SKLEARN_SETS, "fashion_mnist", *(f"fewclue/{t}" for t in FEWCLUE_TASKS), "tfds/<name>"]
+
+
+def check_available(name: str, data_dir: str | None = None) -> None:
+  """Cheap check that `name` is known and its files exist (no loading, no features).
+
+  Experiments call it in `validate`, before any compute.
+  """
+  if name in SKLEARN_SETS:
+    return
+  if name == "fashion_mnist":
+    _fashion_mnist_root(data_dir)
+    return
+  if name.startswith("fewclue/") and name.split("/", 1)[1] in FEWCLUE_TASKS:
+    task = name.split("/", 1)[1]
+    directory = fewclue_dir(task, data_dir)
+    needed = [f"{s}.json" for s in FEWCLUE_SPLITS.values()]
+    needed += {"tnews": ["label_index2en2zh.json"], "csldcp": ["labels_all.txt"]}.get(task, [])
+    for file in needed:
+      if not os.path.isfile(os.path.join(directory, file)):
+        raise ConfigError(f"{name}: file not found: {os.path.join(directory, file)!r}")
+    return
+  if name.startswith("tfds/") and len(name) > 5:
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    if not os.path.isdir(os.path.join(root, name[5:])):
+      raise ConfigError(f"{name}: no prepared dataset directory {os.path.join(root, name[5:])!r}")
+    return
+  raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(known_datasets())})")
 
 
 def load_arrays(name: str, data_dir: str | None = None, seed: int = 0, **options) -> Dataset:
@@ -122,24 +150,31 @@ def _find_idx(directory: str, stem: str) -> str | None:
   return None
 
 
-def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
-  """Fashion-MNIST from its four IDX files in `data_dir` (or a fashion-mnist/ under it)."""
+_FASHION_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _fashion_mnist_root(data_dir: str | None) -> str:
+  """The directory holding all four IDX files: data_dir, or a fashion-mnist/ under it."""
   roots = [data_dir, os.path.join(data_dir, "fashion-mnist"), os.path.join(data_dir, "fashion_mnist")
            ] if data_dir else [FASHION_MNIST_DIR]
-  stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
   for root in roots:
-    if _find_idx(root, stems["train"][0]):
+    if _find_idx(root, _FASHION_STEMS["train"][0]):
       break
   else:
-    raise ConfigError(f"fashion_mnist: no {stems['train'][0]}[.gz] in {' or '.join(map(repr, roots))}")
+    raise ConfigError(f"fashion_mnist: no {_FASHION_STEMS['train'][0]}[.gz] in {' or '.join(map(repr, roots))}")
+  for stem in (s for pair in _FASHION_STEMS.values() for s in pair):
+    if not _find_idx(root, stem):
+      raise ConfigError(f"fashion_mnist: missing {stem}[.gz] in {root!r}")
+  return root
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+  """Fashion-MNIST from its four IDX files in `data_dir` (or a fashion-mnist/ under it)."""
+  root = _fashion_mnist_root(data_dir)
   splits = {}
-  for split, (images, labels) in stems.items():
-    paths = [_find_idx(root, images), _find_idx(root, labels)]
-    if None in paths:
-      missing = images if paths[0] is None else labels
-      raise ConfigError(f"fashion_mnist: missing {missing}[.gz] in {root!r}")
-    x, y = read_idx(paths[0]), read_idx(paths[1])
+  for split, (images, labels) in _FASHION_STEMS.items():
+    x, y = read_idx(_find_idx(root, images)), read_idx(_find_idx(root, labels))
     if len(x) != len(y):
       raise ConfigError(f"fashion_mnist: {len(x)} images but {len(y)} labels in {root!r} ({split})")
     splits[split] = {"x": x.reshape(len(x), -1).astype(np.float32) / 255.0, "y": y.astype(np.int32)}
@@ -260,8 +295,12 @@ def subsample(arrays: dict[str, np.ndarray], n: int, seed: int) -> dict[str, np.
   return {k: v[idx] for k, v in arrays.items()}
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(size)
+  """Cached: consecutive steps share an epoch, and a 60k permutation costs ~1 ms."""
+  perm = np.random.default_rng([seed, epoch]).permutation(size)
+  perm.flags.writeable = False
+  return perm
 
 
 def make_batch_fn(arrays: dict[str, np.ndarray], batch_size: int, seed: int

@@ -170,7 +170,7 @@ def train(config, workdir: str, writer, *,
         "nonfinite_step": jnp.where(ok | (state["nonfinite_step"] >= 0),
                                     state["nonfinite_step"], step),
     }
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, metrics
 
   update = jax.jit(train_step, in_shardings=(state_shardings, data_sharding),
@@ -202,7 +202,7 @@ def train(config, workdir: str, writer, *,
              dynamic_ncols=True, unit="step")
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0 = 0, None
-  with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else mesh:
+  with jax.set_mesh(mesh):
     for step in range(start, num_steps):
       batch = jax.device_put(batch_fn(step), data_sharding)
       state, metrics = update(state, batch)

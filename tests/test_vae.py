@@ -15,7 +15,10 @@ from lmsys.models import vae
 
 def _linear_gaussian(seed=0, latent=3, dim=5, noise=0.5):
   rng = np.random.default_rng(seed)
-  w = rng.normal(size=(dim, latent)).astype(np.float32)
+  # Orthogonal columns make W^T W, hence the exact posterior covariance, diagonal, so a
+  # diagonal-Gaussian proposal can be exact.
+  q, _ = np.linalg.qr(rng.normal(size=(dim, latent)))
+  w = (q * rng.uniform(0.5, 2.0, size=latent)).astype(np.float32)
   b = rng.normal(size=dim).astype(np.float32)
   cov_x = w @ w.T + noise ** 2 * np.eye(dim)
   post_cov = np.linalg.inv(np.eye(latent) + w.T @ w / noise ** 2)
@@ -80,8 +83,8 @@ def test_streaming_logsumexp_matches_direct_computation():
   def fn(rng, num_samples):  # heavy spread of log weights: stresses the running max
     return 10 * jax.random.normal(rng, (num_samples, 4))
   rng = jax.random.key(3)
-  out = iwae.estimate_log_px(fn, rng, 300, 30, (1, 3, 30))
-  log_w = jnp.concatenate([fn(jax.random.fold_in(rng, i), 30) for i in range(10)])
+  out = jax.jit(lambda r: iwae.estimate_log_px(fn, r, 300, 30, (1, 3, 30)))(rng)
+  log_w = jax.jit(lambda r: jnp.concatenate([fn(jax.random.fold_in(r, i), 30) for i in range(10)]))(rng)
   np.testing.assert_allclose(out["log_px"], iwae.log_mean_exp(log_w), rtol=1e-5)
   w = np.exp(np.asarray(log_w, np.float64) - np.asarray(log_w).max(0))
   se = np.sqrt(np.maximum((w ** 2).sum(0) / w.sum(0) ** 2 - 1 / 300, 0))
@@ -106,7 +109,10 @@ def test_bernoulli_vae_estimate_matches_grid_integral():
   model = vae.VAE(input_size=6, latent_sizes=(2,), hidden_sizes=((16, 16),))
   x = (np.random.default_rng(0).random((6, 6)) < 0.5).astype(np.float32)
   params = model.init(jax.random.key(1), x, jax.random.key(2))["params"]
-  params = jax.tree.map(lambda p: 2.0 * p, params)  # a sharper decoder than at init
+  # A sharper decoder than at init; the encoder stays near the prior, so the proposal
+  # covers the posterior (a proposal that misses posterior mass gives an estimate far
+  # below log p(x) whose delta-method standard error does not show it).
+  params = {**params, "decoder_0": jax.tree.map(lambda p: 2.0 * p, params["decoder_0"])}
   # Exact: p(x) = int N(z; 0, I) Bern(x | dec(z)) dz on a 241 x 241 grid over [-6, 6]^2.
   axis = np.linspace(-6, 6, 241, dtype=np.float32)
   grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
@@ -135,12 +141,12 @@ def test_two_layer_model_loss_and_gradients():
   assert params["encoder_1"]["mean"]["kernel"].shape == (100, 50)
   assert params["decoder_1"]["mean"]["kernel"].shape == (100, 100)
   assert params["decoder_0"]["logits"]["kernel"].shape == (200, 20)
-  log_w = model.apply({"params": params}, x, jax.random.key(2), 7)
+  log_w = jax.jit(model.apply, static_argnums=3)({"params": params}, x, jax.random.key(2), 7)
   assert log_w.shape == (7, 3) and np.all(np.isfinite(log_w))
-  loss = lambda p, k: iwae.iwae_loss(model.apply({"params": p}, x, jax.random.key(2), k))
+  loss = lambda p: iwae.iwae_loss(model.apply({"params": p}, x, jax.random.key(2), 7))
+  loss_value, grads = jax.jit(jax.value_and_grad(loss))(params)
   # On the same draws IWAE_k >= mean log w (Jensen), i.e. its loss is lower.
-  assert float(loss(params, 7)) <= float(-jnp.mean(log_w)) + 1e-5
-  grads = jax.grad(loss)(params, 7)
+  assert float(loss_value) <= float(-jnp.mean(log_w)) + 1e-5
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -163,7 +169,7 @@ def test_memory_does_not_grow_with_num_samples():
     if analysis is None:
       pytest.skip("this backend gives no memory analysis")
     return analysis.temp_size_in_bytes
-  small, large = temp_bytes(50), temp_bytes(5000)
+  small, large = temp_bytes(500), temp_bytes(5000)
   assert large <= 1.1 * small + 4096, (small, large)
 
 

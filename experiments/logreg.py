@@ -1,0 +1,192 @@
+"""Note 1: analytic logistic regression vs MLE vs scikit-learn (configs/logreg.py).
+
+For every dataset and regime (all training rows, and `data.small_n` of them)
+each method is fitted on the same standardised features (statistics from the
+training rows in use) and reports train/test accuracy, test log-loss and fit
+time. The analytic rule is invariant to that standardisation; MLE by Adam and
+the L2-regularised lbfgs fit are not, and need it to be fair.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lmsys import data, logreg, trainer
+from lmsys.config import ConfigError, check_positive_int, data_dir, get
+from lmsys.metrics import save_figure
+
+METHODS = ("analytic", "mle", "sklearn_logreg", "sklearn_lda")
+
+
+def validate(config) -> None:
+  trainer.validate_config(config)
+  check_positive_int(config, "data.small_n")
+  check_positive_int(config, "mle.epochs")
+  for method in config.methods:
+    if method not in METHODS:
+      raise ConfigError(f"config key 'methods': unknown method {method!r} (known: {', '.join(METHODS)})")
+  if not config.analytic.shrinkage > 0:
+    raise ConfigError(f"config key 'analytic.shrinkage': expected > 0, got {config.analytic.shrinkage!r}")
+  for name in config.data.names:
+    if name == "synthetic":
+      for key in ("dim", "num_classes", "num_train", "num_test"):
+        check_positive_int(config, f"data.synthetic.{key}")
+      continue
+    try:  # names and files only: nothing is loaded or computed here
+      data.check_available(name, _data_dir_for(config, name))
+    except ConfigError as e:
+      raise ConfigError(f"config key 'data.names': {e}") from None
+
+
+def _data_dir_for(config, name):
+  if name == "fashion_mnist":
+    return config.data.fashion_mnist_dir or None
+  return data_dir(config) or None
+
+
+def load(config, name):
+  """(train, test, num_classes) with float32 x and int32 y."""
+  if name == "synthetic":
+    s = config.data.synthetic
+    problem = logreg.gaussian_problem(s.dim, s.num_classes, s.separation, seed=config.seed)
+    train = logreg.sample_gaussian(problem, s.num_train, seed=config.seed + 1)
+    test = logreg.sample_gaussian(problem, s.num_test, seed=config.seed + 2)
+    return ({"x": train[0], "y": train[1]}, {"x": test[0], "y": test[1]}, s.num_classes,
+            {"problem": problem})
+  options = dict(config.data.text) if name.startswith("fewclue/") else {}
+  ds = data.load_arrays(name, _data_dir_for(config, name), seed=config.seed, **options)
+  return ds["train"], ds["test"], ds.num_classes, {}
+
+
+# ---------------------------------------------------------------- the four methods
+
+def fit_analytic(config, x, y, num_classes, **_):
+  w, b = logreg.fit_analytic(x, y, num_classes, shrinkage=config.analytic.shrinkage)
+  jax.block_until_ready((w, b))
+  return lambda xs: np.asarray(logreg.logits(xs, w, b))
+
+
+def fit_sklearn_logreg(config, x, y, num_classes, **_):
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  model = LogisticRegression(C=config.sklearn.C, max_iter=config.sklearn.max_iter, solver="lbfgs")
+  model.fit(x, y)
+  return lambda xs: _full_log_proba(model, xs, num_classes)
+
+
+def fit_sklearn_lda(config, x, y, num_classes, **_):
+  del config
+  from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # pylint: disable=g-import-not-at-top
+  model = LinearDiscriminantAnalysis(solver="svd").fit(x, y)
+  return lambda xs: _full_log_proba(model, xs, num_classes)
+
+
+def _full_log_proba(model, xs, num_classes):
+  """sklearn's log-probabilities, with classes absent from train at ~0 probability."""
+  out = np.full((len(xs), num_classes), -30.0)
+  out[:, model.classes_] = np.maximum(model.predict_log_proba(xs), -30.0)
+  return out
+
+
+class Linear(nn.Module):
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.num_classes)(x)
+
+
+def fit_mle(config, x, y, num_classes, *, workdir, writer, name):
+  """Softmax regression by the shared trainer: the note's GD baseline."""
+  model = Linear(num_classes)
+  run_config = config.copy_and_resolve_references()
+  steps = math.ceil(config.mle.epochs * len(y) / config.train.batch_size)
+  run_config.train.num_steps = min(config.train.num_steps, steps)
+
+  def loss_fn(params, batch, rng):
+    del rng
+    lg = model.apply({"params": params}, batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(lg, batch["y"]).mean(), {}
+
+  result = trainer.train(
+      run_config, workdir, writer,
+      init_fn=lambda rng: model.init(rng, jnp.zeros((1, x.shape[1])))["params"],
+      loss_fn=loss_fn, batch_fn=data.make_batch_fn({"x": x, "y": y}, config.train.batch_size, config.seed),
+      name=name)
+  apply = jax.jit(lambda xs: model.apply({"params": result.params}, xs))
+  return lambda xs: np.asarray(apply(jnp.asarray(xs)))
+
+
+FITS = {"analytic": fit_analytic, "mle": fit_mle, "sklearn_logreg": fit_sklearn_logreg,
+        "sklearn_lda": fit_sklearn_lda}
+
+
+# ---------------------------------------------------------------- run
+
+def run(config, workdir, writer) -> dict:
+  results = {}
+  for name in config.data.names:
+    train, test, num_classes, extra = load(config, name)
+    regimes = {"full": train}
+    if len(train["y"]) > config.data.small_n:
+      regimes[f"n{config.data.small_n}"] = data.subsample(train, config.data.small_n, config.seed)
+    results[name] = {}
+    for regime, rows in regimes.items():
+      x, test_x = data.standardize(rows["x"], test["x"])
+      x, test_x = x.astype(np.float32), test_x.astype(np.float32)
+      row = {}
+      for method in config.methods:
+        tag = f"{name}/{regime}/{method}"
+        start = time.perf_counter()
+        predict = FITS[method](config, x, rows["y"], num_classes, workdir=workdir, writer=writer,
+                               name=tag.replace("/", "_"))
+        fit_seconds = time.perf_counter() - start
+        train_eval = logreg.evaluate(predict(x), rows["y"])
+        test_eval = logreg.evaluate(predict(test_x), test["y"])
+        row[method] = {"n_train": len(rows["y"]), "train_acc": train_eval["accuracy"],
+                       "test_acc": test_eval["accuracy"], "test_logloss": test_eval["log_loss"],
+                       "gap": train_eval["accuracy"] - test_eval["accuracy"], "fit_s": fit_seconds}
+        writer.write(0, tag, row[method])
+      if "problem" in extra:  # the true parameters: the best any classifier can do
+        bayes = logreg.evaluate(logreg.bayes_logits(test["x"], extra["problem"]), test["y"])
+        row["bayes"] = {"n_train": len(rows["y"]), "test_acc": bayes["accuracy"],
+                        "test_logloss": bayes["log_loss"]}
+        writer.write(0, f"{name}/{regime}/bayes", row["bayes"])
+      results[name][regime] = row
+  save_figure(accuracy_figure(results, config.methods), workdir, "accuracy")
+  return results
+
+
+def accuracy_figure(results, methods):
+  """Test accuracy per dataset and method, one panel per regime (hatched: train accuracy)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  regimes = sorted({r for per in results.values() for r in per}, key=lambda r: r != "full")
+  fig, axes = plt.subplots(len(regimes), 1, figsize=(max(6, 1.3 * len(results)), 3.2 * len(regimes)),
+                           squeeze=False)
+  width = 0.8 / len(methods)
+  for ax, regime in zip(axes[:, 0], regimes):
+    names = [n for n in results if regime in results[n]]
+    for i, method in enumerate(methods):
+      pos = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
+      test_acc = [results[n][regime][method]["test_acc"] for n in names]
+      train_acc = [results[n][regime][method]["train_acc"] for n in names]
+      bars = ax.bar(pos, test_acc, width, label=method)
+      ax.bar(pos, np.subtract(train_acc, test_acc), width, bottom=test_acc, fill=False, hatch="//",
+             edgecolor=bars.patches[0].get_facecolor(), linewidth=0)
+    ax.set_xticks(np.arange(len(names)), [n.replace("fewclue/", "") for n in names], rotation=20)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"training rows: {regime} (hatched: train - test gap)")
+    ax.grid(axis="y", alpha=0.3)
+  axes[0, 0].legend(ncol=len(methods), fontsize=8, loc="lower left")
+  fig.tight_layout()
+  return fig

@@ -1,0 +1,305 @@
+"""Note 4 (kexue 8679 theory, 8706 applications): the Johnson-Lindenstrauss lemma, measured.
+
+Claims (vectors are rows, A has iid N(0, 1/n) entries):
+  - norm lemma          P(| |u|^2 - 1 | >= eps) <= 2 exp(-eps^2 n / 8),  u ~ N(0, I/n);
+  - orthogonality lemma P(|<u, v>| >= eps)      <= 4 exp(-eps^2 n / 8),  u, v independent;
+  - N points, n > 24 log N / eps^2: all pairwise squared distances kept within (1 +- eps) with
+    probability >= (N-1)/N (16 log N / eps^2 suffices for existence);
+  - applications: LSH by signs of random projections, randomized SVD, head size d > 8.33 log L.
+
+Here: the bounds, exact tails (chi-square algebra, float64 scipy), Monte-Carlo tails, the
+worst pairwise distortion of nested random projections (blocked, jitted), SimHash, randomized
+SVD, and fitting attention patterns with a given head size.
+
+  python -m experiments.run --config configs/jl.py --workdir runs/jl
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import integrate, stats
+
+
+# ---------------------------------------------------------------- the two lemmas
+
+def norm_tail_bound(n, eps):
+  """The note's 2 exp(-eps^2 n / 8) (not clipped at 1: values > 1 say the bound is vacuous)."""
+  return 2.0 * np.exp(-np.square(eps) * np.asarray(n, np.float64) / 8.0)
+
+
+def inner_tail_bound(n, eps):
+  """The note's 4 exp(-eps^2 n / 8)."""
+  return 4.0 * np.exp(-np.square(eps) * np.asarray(n, np.float64) / 8.0)
+
+
+def norm_tail_exact(n: int, eps: float) -> float:
+  """P(| |u|^2 - 1 | >= eps) exactly: n |u|^2 is chi-square with n degrees of freedom."""
+  chi2 = stats.chi2(n)
+  return float(chi2.cdf(n * (1.0 - eps)) + chi2.sf(n * (1.0 + eps)))
+
+
+def inner_tail_exact(n: int, eps: float) -> float:
+  """P(|<u, v>| >= eps) exactly, by one numerical integral.
+
+  With z = sqrt(n) u, w = sqrt(n) v: z.w = (a - b) / 2 where a = |z + w|^2 / 2 and
+  b = |z - w|^2 / 2 are independent chi-square(n). So P = 2 P(a - b >= 2 n eps)
+  = 2 int f_b(t) sf_a(t + 2 n eps) dt.
+  """
+  chi2 = stats.chi2(n)
+  shift, spread = 2.0 * n * eps, 40.0 * math.sqrt(2.0 * n)
+  lo, hi = max(0.0, n - spread), n + spread
+  value, _ = integrate.quad(lambda t: chi2.pdf(t) * chi2.sf(t + shift), lo, hi,
+                            points=[float(n)], limit=400, epsabs=0.0, epsrel=1e-10)
+  return float(min(1.0, 2.0 * value))
+
+
+@functools.partial(jax.jit, static_argnames=("n", "count"))
+def _tail_counts(key, eps, n: int, count: int):
+  key_u, key_v = jax.random.split(key)
+  u = jax.random.normal(key_u, (count, n)) / math.sqrt(n)
+  v = jax.random.normal(key_v, (count, n)) / math.sqrt(n)
+  norm_deviation = jnp.abs(jnp.sum(u * u, -1) - 1.0)
+  inner = jnp.abs(jnp.sum(u * v, -1))
+  return ((norm_deviation[:, None] >= eps).sum(0), (inner[:, None] >= eps).sum(0))
+
+
+def monte_carlo_tails(key, n: int, eps, num_samples: int, max_chunk_elements: int = 1 << 22):
+  """Fractions of samples with | |u|^2 - 1 | >= eps and |<u,v>| >= eps, for each eps.
+
+  Returns (norm_tail, inner_tail), float64 arrays shaped like eps; the standard error of
+  a fraction p is sqrt(p (1 - p) / num_samples).
+  """
+  eps = jnp.asarray(np.atleast_1d(eps), jnp.float32)
+  chunk = max(1, min(num_samples, max_chunk_elements // n))
+  norm_hits = np.zeros(eps.shape, np.int64)
+  inner_hits = np.zeros(eps.shape, np.int64)
+  done = 0
+  while done < num_samples:
+    count = min(chunk, num_samples - done)
+    a, b = _tail_counts(jax.random.fold_in(key, done), eps, n, count)
+    norm_hits += np.asarray(a)
+    inner_hits += np.asarray(b)
+    done += count
+  return norm_hits / num_samples, inner_hits / num_samples
+
+
+# ---------------------------------------------------------------- N points
+
+def jl_dim_bound(num_points, eps, constant: float = 24.0):
+  """The note's n > constant * log N / eps^2 (constant 24: high probability; 16: existence)."""
+  return constant * np.log(num_points) / np.square(eps)
+
+
+def sklearn_min_dim(num_points: int, eps: float) -> int:
+  """scikit-learn's 4 log N / (eps^2 / 2 - eps^3 / 3), for comparison."""
+  from sklearn.random_projection import johnson_lindenstrauss_min_dim  # pylint: disable=g-import-not-at-top
+  return int(johnson_lindenstrauss_min_dim(num_points, eps=eps))
+
+
+@functools.partial(jax.jit, static_argnames=("width",))
+def _block_distortion(y_i, y_j, sq_y_i, sq_y_j, inv_dx, n_grid, width):
+  """max over the pairs of one block of | |y_i - y_j|^2 / (n |x_i - x_j|^2) - 1 |, per grid n.
+
+  y_* [T, B, n_max + width] are x A with A ~ N(0, 1) (zero-padded): the first n columns give
+  the n-dim projection. sq_y_* [T, B, K]: squared norms of those prefixes. inv_dx [B, B]:
+  1 / |x_i - x_j|^2 for the pairs to count, 0 elsewhere (they then contribute 0).
+  n_grid [K] increasing, steps <= width. |y_i - y_j|^2 by the Gram identity, accumulated
+  over the columns between consecutive grid points.
+  """
+  counted = (inv_dx > 0).astype(jnp.float32)
+  starts = jnp.concatenate([jnp.zeros((1,), n_grid.dtype), n_grid[:-1]])
+  column = jnp.arange(width)
+
+  def level(gram, k):
+    start, stop = starts[k], n_grid[k]
+    keep = (column < stop - start).astype(jnp.float32)
+    a = jax.lax.dynamic_slice_in_dim(y_i, start, width, axis=2) * keep
+    b = jax.lax.dynamic_slice_in_dim(y_j, start, width, axis=2)
+    gram = gram + jnp.einsum("tbc,tdc->tbd", a, b, precision=jax.lax.Precision.HIGHEST)
+    dy = sq_y_i[..., k][:, :, None] + sq_y_j[..., k][:, None, :] - 2.0 * gram
+    return gram, jnp.max(jnp.abs(dy * (inv_dx / stop) - counted), axis=(1, 2))
+
+  gram = jnp.zeros(y_i.shape[:2] + (y_j.shape[1],), jnp.float32)
+  _, worst = jax.lax.scan(level, gram, jnp.arange(n_grid.shape[0]))
+  return worst.T
+
+
+def pairwise_distortion(x, gaussian, n_grid, block: int = 512, min_rel_sq_dist: float = 1e-5):
+  """max over all pairs i < j of | projected / original squared distance - 1 |, per trial and n.
+
+  x [N, D] (rows are the points); gaussian [T, D, n_max] iid N(0, 1), one matrix per trial;
+  the projection to n dims is the first n columns / sqrt(n), so each trial is nested in n.
+  n_grid: strictly increasing ints in [1, n_max]. Pairs closer than min_rel_sq_dist * mean |x - mean|^2
+  (float32 cannot resolve their ratio) are skipped and counted.
+  Returns (distortion [T, K], pairs_used, pairs_skipped).
+  """
+  n_grid = np.asarray(n_grid, np.int32)
+  if np.any(np.diff(n_grid) <= 0) or n_grid[0] < 1 or n_grid[-1] > gaussian.shape[-1]:
+    raise ValueError(f"n_grid must increase strictly within [1, {gaussian.shape[-1]}]: {n_grid}")
+  width = int(np.max(np.diff(n_grid, prepend=0)))
+  x = np.asarray(x, np.float32)
+  x = x - x.mean(0)  # distances are unchanged; smaller norms, less cancellation in the Gram identity
+  num = len(x)
+  block = min(block, -(-num // 8) * 8)
+  pad = (-num) % block
+  scale = float(np.mean(np.sum(x * x, -1)))
+  xp = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
+  y = jnp.einsum("nd,tdm->tnm", jnp.asarray(xp), jnp.asarray(gaussian, jnp.float32),
+                 precision=jax.lax.Precision.HIGHEST)
+  sq_y = jnp.cumsum(y * y, -1)[..., n_grid - 1]
+  y = jnp.pad(y, ((0, 0), (0, 0), (0, width)))
+  sq_x = np.sum(xp * xp, -1)
+  index = np.arange(num + pad)
+  worst, used, skipped = [], 0, 0
+  for i0 in range(0, num + pad, block):
+    for j0 in range(i0, num + pad, block):
+      ii, jj = index[i0:i0 + block], index[j0:j0 + block]
+      pair = (ii[:, None] < jj[None, :]) & (jj[None, :] < num)
+      dx = sq_x[ii][:, None] + sq_x[jj][None, :] - 2.0 * (xp[ii] @ xp[jj].T)
+      close = pair & (dx < min_rel_sq_dist * scale)
+      valid = pair & ~close
+      used, skipped = used + int(valid.sum()), skipped + int(close.sum())
+      if valid.any():
+        inv_dx = np.where(valid, 1.0 / np.where(valid, dx, 1.0), 0.0).astype(np.float32)
+        worst.append(np.asarray(_block_distortion(
+            y[:, i0:i0 + block], y[:, j0:j0 + block], sq_y[:, i0:i0 + block], sq_y[:, j0:j0 + block],
+            jnp.asarray(inv_dx), jnp.asarray(n_grid), width)))
+  return np.max(worst, 0), used, skipped
+
+
+def smallest_good_dim(n_grid, distortion, eps):
+  """The smallest grid n from which on every larger grid n keeps all pairs within (1 +- eps);
+  None if even the largest does not."""
+  good = np.asarray(distortion) < eps
+  if not good[-1]:
+    return None
+  bad = np.nonzero(~good)[0]
+  return int(n_grid[0] if len(bad) == 0 else n_grid[bad[-1] + 1])
+
+
+# ---------------------------------------------------------------- applications
+
+def simhash_bits(x, gaussian):
+  """LSH by signs of random projections: bit k of x is [x . g_k > 0]."""
+  return jnp.matmul(x, gaussian, precision=jax.lax.Precision.HIGHEST) > 0
+
+
+def simhash_cosine_errors(key, x, pairs, bits_grid):
+  """Cosine of each pair estimated as cos(pi * hamming / k) from the first k sign bits.
+
+  P(bit differs) = angle / pi (Charikar 2002), so the angle estimate has standard deviation
+  sqrt(angle (pi - angle) / k). Returns per grid k: RMSE of the cosine estimate, RMSE of
+  the angle estimate, and the theory's RMS standard deviation of the angle.
+  """
+  x = jnp.asarray(x, jnp.float32)
+  max_bits = int(max(bits_grid))
+  gaussian = jax.random.normal(key, (x.shape[1], max_bits))
+  bits = simhash_bits(x, gaussian)
+  a, b = x[pairs[:, 0]], x[pairs[:, 1]]
+  cos_true = jnp.sum(a * b, -1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1))
+  angle_true = jnp.arccos(jnp.clip(cos_true, -1.0, 1.0))
+  differ = jnp.cumsum(bits[pairs[:, 0]] != bits[pairs[:, 1]], axis=-1)
+  rows = []
+  for k in bits_grid:
+    angle_hat = jnp.pi * differ[:, k - 1] / k
+    rows.append({
+        "bits": int(k),
+        "cosine_rmse": float(jnp.sqrt(jnp.mean((jnp.cos(angle_hat) - cos_true) ** 2))),
+        "angle_rmse": float(jnp.sqrt(jnp.mean((angle_hat - angle_true) ** 2))),
+        "angle_rmse_theory": float(jnp.sqrt(jnp.mean(angle_true * (jnp.pi - angle_true) / k))),
+    })
+  return rows
+
+
+def randomized_svd(key, x, rank: int, sketch_size: int, power_iters: int = 0):
+  """Halko-Martinsson-Tropp: the range of x is found from x Omega, Omega a Gaussian sketch.
+
+  Returns (u [N, rank], s [rank], vt [rank, D]).
+  """
+  hp = jax.lax.Precision.HIGHEST
+  omega = jax.random.normal(key, (x.shape[1], sketch_size), x.dtype)
+  q, _ = jnp.linalg.qr(jnp.matmul(x, omega, precision=hp))
+  for _ in range(power_iters):  # re-orthonormalise each pass: float32 loses small directions otherwise
+    q, _ = jnp.linalg.qr(jnp.matmul(x.T, q, precision=hp))
+    q, _ = jnp.linalg.qr(jnp.matmul(x, q, precision=hp))
+  u_small, s, vt = jnp.linalg.svd(jnp.matmul(q.T, x, precision=hp), full_matrices=False)
+  return jnp.matmul(q, u_small[:, :rank], precision=hp), s[:rank], vt[:rank]
+
+
+def low_rank_error(x, u, s, vt):
+  """Frobenius norm of x - u diag(s) vt."""
+  return float(jnp.linalg.norm(x - jnp.matmul(u * s, vt, precision=jax.lax.Precision.HIGHEST)))
+
+
+# ---------------------------------------------------------------- head size
+
+def attention_logits(params, inverse_temperature):
+  """Cosine attention: tau <q_i / |q_i|, k_j / |k_j|>. Unit rows bound the logits, so a sharp
+  pattern needs nearly orthogonal vectors, which is where JL's log L comes in (with free
+  norms, d = 2 already realises any argmax pattern: keys on a circle)."""
+  q = params["q"] / jnp.linalg.norm(params["q"], axis=-1, keepdims=True)
+  k = params["k"] / jnp.linalg.norm(params["k"], axis=-1, keepdims=True)
+  return inverse_temperature * q @ k.T
+
+
+def fit_attention_pattern(key, targets, head_size: int, inverse_temperature: float,
+                          optimizer: optax.GradientTransformation, num_steps: int):
+  """Fits free queries/keys [L, head_size] so that row i of softmax(logits) puts its weight on
+  key targets[i]; full-batch steps of `optimizer` on the mean cross-entropy.
+
+  Returns {"target_weight": mean attention weight on the target key, "top1": fraction of rows
+  whose argmax is the target, "loss"} after training.
+  """
+  length = targets.shape[0]
+  key_q, key_k = jax.random.split(key)
+  params = {"q": jax.random.normal(key_q, (length, head_size)),
+            "k": jax.random.normal(key_k, (length, head_size))}
+  return _fit_attention(params, jnp.asarray(targets), float(inverse_temperature), optimizer, num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "num_steps"))
+def _fit_attention(params, targets, inverse_temperature, optimizer, num_steps):
+  def loss_fn(p):
+    logits = attention_logits(p, inverse_temperature)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+  def step(carry, _):
+    p, opt_state = carry
+    loss, grads = jax.value_and_grad(loss_fn)(p)
+    updates, opt_state = optimizer.update(grads, opt_state, p)
+    return (optax.apply_updates(p, updates), opt_state), loss
+
+  (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=num_steps)
+  logits = attention_logits(params, inverse_temperature)
+  weights = jax.nn.softmax(logits, -1)
+  rows = jnp.arange(targets.shape[0])
+  return {"target_weight": weights[rows, targets].mean(),
+          "top1": (logits.argmax(-1) == targets).mean(),
+          "loss": loss_fn(params)}
+
+
+def smallest_head_size(fit, lo: int, hi: int):
+  """Bisection for the smallest d in [lo, hi] with fit(d) True, assuming monotone success.
+  Returns (d or None if fit(hi) fails, {d: fit result})."""
+  tried = {}
+
+  def ok(d):
+    if d not in tried:
+      tried[d] = bool(fit(d))
+    return tried[d]
+
+  if not ok(hi):
+    return None, tried
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if ok(mid):
+      hi = mid
+    else:
+      lo = mid + 1
+  return hi, tried

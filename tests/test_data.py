@@ -1,0 +1,212 @@
+"""The data layer: every loader on real or small self-written files, and batching."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from lmsys import data
+from lmsys.config import ConfigError
+
+
+def _write_idx(path, array, compress):
+  codes = {np.uint8: 0x08, np.int32: 0x0C}
+  header = bytes([0, 0, codes[array.dtype.type], array.ndim])
+  header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+  payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+  opener = gzip.open if compress else open
+  with opener(path, "wb") as f:
+    f.write(payload)
+
+
+def _write_fashion(directory, n_train=12, n_test=5, compress_images=True):
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    _write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte" + (".gz" if compress_images else "")),
+               images, compress_images)
+    _write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte"), labels, False)
+    arrays[prefix] = (images, labels)
+  return arrays
+
+
+@pytest.mark.parametrize("compress_images", [True, False])
+def test_fashion_mnist_from_idx_files(tmp_path, compress_images):
+  written = _write_fashion(str(tmp_path), compress_images=compress_images)
+  ds = data.load_arrays("fashion_mnist", data_dir=str(tmp_path))
+  assert ds.num_classes == 10
+  for split, prefix in (("train", "train"), ("test", "t10k")):
+    images, labels = written[prefix]
+    x, y = ds[split]["x"], ds[split]["y"]
+    assert x.shape == (len(images), 784) and x.dtype == np.float32 and y.dtype == np.int32
+    np.testing.assert_allclose(x, images.reshape(len(images), -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(y, labels)
+    assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_fashion_mnist_subdirectory_and_missing_files(tmp_path):
+  sub = tmp_path / "fashion-mnist"
+  sub.mkdir()
+  _write_fashion(str(sub))
+  assert data.load_arrays("fashion_mnist", data_dir=str(tmp_path))["train"]["x"].shape == (12, 784)
+  os.remove(sub / "t10k-labels-idx1-ubyte")
+  with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte"):
+    data.load_arrays("fashion_mnist", data_dir=str(tmp_path))
+  with pytest.raises(ConfigError, match="nowhere"):
+    data.load_arrays("fashion_mnist", data_dir=str(tmp_path / "nowhere"))
+
+
+def test_idx_header_mismatch_is_a_config_error(tmp_path):
+  path = tmp_path / "bad-idx"
+  path.write_bytes(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + bytes(3))
+  with pytest.raises(ConfigError, match="header says"):
+    data.read_idx(str(path))
+
+
+@pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_DIR),
+                    reason=f"Debian dataset-fashion-mnist not installed at {data.FASHION_MNIST_DIR}")
+def test_fashion_mnist_real_files():
+  ds = data.load_arrays("fashion_mnist")
+  assert ds["train"]["x"].shape == (60000, 784) and ds["test"]["x"].shape == (10000, 784)
+  assert np.bincount(ds["train"]["y"]).tolist() == [6000] * 10
+
+
+def test_unknown_dataset_and_options_name_the_problem():
+  with pytest.raises(ConfigError, match="unknown dataset 'nope'") as e:
+    data.load_arrays("nope")
+  assert "\n" not in str(e.value)
+  with pytest.raises(ConfigError, match="fewclue/ocnli"):
+    data.load_arrays("fewclue/ocnli")
+  with pytest.raises(ConfigError, match="takes no options"):
+    data.load_arrays("iris", svd_dim=3)
+
+
+def test_sklearn_sets_split_and_types():
+  for name in data.SKLEARN_SETS:
+    ds = data.load_arrays(name)
+    n = len(ds["train"]["y"]) + len(ds["test"]["y"])
+    assert abs(len(ds["test"]["y"]) / n - 0.25) < 0.01
+    assert set(np.unique(ds["train"]["y"])) == set(range(ds.num_classes))
+
+
+# ---------------------------------------------------------------- FewCLUE
+
+needs_data = pytest.mark.skipif(not os.environ.get("LMSYS_DATA_DIR"),
+                                reason="LMSYS_DATA_DIR is unset (point it at the shared data root)")
+
+
+@needs_data
+def test_load_fewclue_records_and_errors(tmp_path):
+  records = data.load_fewclue("tnews", "train_few_all")
+  assert len(records) == 1185 and {"sentence", "label"} <= set(records[0])
+  assert len(data.load_fewclue("eprstmt", "unlabeled")) == 19565
+  assert len(data.load_fewclue("eprstmt", "dev_3")) > 0
+  with pytest.raises(ConfigError, match="test_public.json"):
+    data.load_fewclue("tnews", "test_public")
+  with pytest.raises(ConfigError, match="directory not found"):
+    data.load_fewclue("tnews", "train_few_all", data_dir=str(tmp_path))
+  # The fewclue/ folder itself is accepted as data_dir too.
+  fewclue_root = os.path.join(os.environ["LMSYS_DATA_DIR"], "fewclue")
+  assert len(data.load_fewclue("csldcp", "dev_few_all", data_dir=fewclue_root)) == 2068
+
+
+@needs_data
+@pytest.mark.parametrize("task,num_classes", [("eprstmt", 2), ("tnews", 15), ("iflytek", 119), ("csldcp", 67)])
+def test_fewclue_labels_are_contiguous(task, num_classes):
+  names = data.fewclue_label_names(task)
+  assert len(names) == num_classes
+  for split in data.FEWCLUE_SPLITS.values():
+    records = data.load_fewclue(task, split)
+    y = data.fewclue_labels(task, records, names)
+    assert y.min() >= 0 and y.max() < num_classes
+    assert all(data.fewclue_text(task, r) for r in records)
+  if task == "eprstmt":
+    assert names[y[0]] == records[0]["label"]
+
+
+@needs_data
+def test_fewclue_text_features():
+  ds = data.load_arrays("fewclue/eprstmt", svd_dim=32, use_unlabeled=False)
+  assert ds["train"]["x"].shape == (160, 32) and ds["test"]["x"].shape == (160, 32)
+  assert ds["train"]["x"].dtype == np.float32 and np.isfinite(ds["test"]["x"]).all()
+  assert ds.num_classes == 2 and np.bincount(ds["train"]["y"]).min() > 50
+  assert ds.info["fit_documents"] == 160  # fitted on train only: never on held-out text
+  with pytest.raises(ConfigError, match="ngram_max"):
+    data.load_arrays("fewclue/eprstmt", ngram_max=5)
+
+
+# ---------------------------------------------------------------- TFDS
+
+def test_tfds_tiny_dataset_built_locally(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+
+  class TinyLmsys(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+    # No checksum file to look up next to this module (etils' lookup wants importlib_resources).
+    url_infos = None
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(3, 2), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=4)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(10), "test": self._generate_examples(3)}
+
+    def _generate_examples(self, n):
+      for i in range(n):
+        yield i, {"image": np.full((3, 2), 20 * i, np.uint8), "label": i % 4}
+
+  TinyLmsys(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  ds = data.load_arrays("tfds/tiny_lmsys", data_dir=str(tmp_path))
+  assert ds.num_classes == 4 and set(ds.splits) == {"train", "test"}
+  x, y = ds["train"]["x"], ds["train"]["y"]
+  assert x.shape == (10, 6) and x.dtype == np.float32 and y.dtype == np.int32
+  # Records may be shuffled on disk; each row still pairs its image with its label.
+  order = np.argsort(x[:, 0])
+  np.testing.assert_allclose(x[order, 0] * 255, 20 * np.arange(10), atol=1e-3)
+  np.testing.assert_array_equal(y[order], np.arange(10) % 4)
+  with pytest.raises(ConfigError, match="tfds/missing_set"):
+    data.load_arrays("tfds/missing_set", data_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------- batching
+
+def test_make_batch_fn_is_a_pure_function_of_seed_and_step():
+  arrays = {"x": np.arange(50, dtype=np.float32)[:, None], "y": np.arange(50, dtype=np.int32)}
+  fn_a, fn_b = data.make_batch_fn(arrays, 8, seed=3), data.make_batch_fn(arrays, 8, seed=3)
+  forward = [fn_a(s)["y"] for s in range(20)]
+  backward = [fn_b(s)["y"] for s in reversed(range(20))][::-1]
+  for a, b in zip(forward, backward):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(data.make_batch_fn(arrays, 8, seed=4)(0)["y"], forward[0])
+  np.testing.assert_array_equal(fn_a(5)["x"][:, 0], fn_a(5)["y"])  # rows stay paired
+
+
+def test_make_batch_fn_covers_every_epoch_once():
+  size, batch = 12, 4
+  fn = data.make_batch_fn({"y": np.arange(size)}, batch, seed=0)
+  epochs = [np.concatenate([fn(s)["y"] for s in range(e * 3, e * 3 + 3)]) for e in range(3)]
+  for epoch in epochs:
+    assert sorted(epoch.tolist()) == list(range(size))
+  assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+  # A batch size that does not divide the data: positions run on across epochs.
+  fn = data.make_batch_fn({"y": np.arange(10)}, 4, seed=1)
+  stream = np.concatenate([fn(s)["y"] for s in range(5)])  # 20 rows = exactly 2 epochs
+  assert sorted(stream[:10].tolist()) == list(range(10)) == sorted(stream[10:].tolist())
+  with pytest.raises(ConfigError):
+    data.make_batch_fn({"y": np.arange(0)}, 4, seed=0)
+
+
+def test_subsample_and_standardize():
+  arrays = {"x": np.arange(20.0)[:, None], "y": np.arange(20)}
+  sub = data.subsample(arrays, 5, seed=0)
+  assert len(sub["y"]) == 5 and np.array_equal(sub["x"][:, 0], sub["y"])
+  np.testing.assert_array_equal(sub["y"], data.subsample(arrays, 5, seed=0)["y"])
+  assert data.subsample(arrays, 50, seed=0) is arrays
+  train, test = data.standardize(np.array([[1.0], [3.0]]), np.array([[2.0]]))
+  np.testing.assert_allclose(train[:, 0], [-1, 1], atol=1e-5)
+  np.testing.assert_allclose(test, [[0.0]], atol=1e-6)
