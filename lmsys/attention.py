@@ -71,7 +71,10 @@ def favor_projection(rng, num_features: int, dim: int, orthogonal: bool = True):
   num_blocks = -(-num_features // dim)
   rng_blocks, rng_norms = jax.random.split(rng)
   gaussians = jax.random.normal(rng_blocks, (num_blocks, dim, dim))
-  qs, _ = jnp.linalg.qr(gaussians)                         # columns orthonormal
+  qs, rs = jnp.linalg.qr(gaussians)                        # columns orthonormal
+  # Sign-fix so that Q is Haar-distributed (QR alone fixes the signs of R's diagonal,
+  # which biases the directions and with them the kernel estimate).
+  qs = qs * jnp.sign(jnp.diagonal(rs, axis1=-2, axis2=-1))[:, None, :]
   directions = jnp.swapaxes(qs, -1, -2).reshape(num_blocks * dim, dim)[:num_features]
   norms = jnp.linalg.norm(jax.random.normal(rng_norms, (num_features, dim)), axis=-1)
   return directions * norms[:, None]
@@ -157,22 +160,20 @@ def _key_mask(mask, k):
   return mask.astype(k.dtype)[:, :, None, None]
 
 
-def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=128,
-                                   unroll=1):
+def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=128):
   """out_i = phi(q_i) sum_j phi(k_j)^T v_j / phi(q_i) sum_j phi(k_j), j <= i if causal.
 
-  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv]. unroll: lax.scan's
-  (True lets XLA's cost analysis see every chunk; it counts a loop body once).
+  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv].
   """
   phi_k = phi_k * _key_mask(mask, phi_k)
   if not causal:
     kv = jnp.einsum("blhf,blhd->bhfd", phi_k, v)
     normaliser = jnp.einsum("blhf,bhf->blh", phi_q, phi_k.sum(1))
     return _safe_divide(jnp.einsum("blhf,bhfd->blhd", phi_q, kv), normaliser)
-  return _causal_linear_attention(phi_q, phi_k, v, chunk_size, unroll)
+  return _causal_linear_attention(phi_q, phi_k, v, chunk_size)
 
 
-def _causal_linear_attention(phi_q, phi_k, v, chunk_size, unroll=1):
+def _causal_linear_attention(phi_q, phi_k, v, chunk_size):
   """Chunked causal linear attention: exact, O(L) memory, no L x L array.
 
   Inside a chunk of C positions the C x C masked product is taken directly;
@@ -210,7 +211,7 @@ def _causal_linear_attention(phi_q, phi_k, v, chunk_size, unroll=1):
 
   init = (jnp.zeros((batch, heads, num_feat, value_dim), phi_q.dtype),
           jnp.zeros((batch, heads, num_feat), phi_q.dtype))
-  _, (inter_num, inter_den) = jax.lax.scan(step, init, (qc, kc, vc), unroll=unroll)
+  _, (inter_num, inter_den) = jax.lax.scan(step, init, (qc, kc, vc))
   out = _safe_divide(intra_num + inter_num, intra_den + inter_den)  # [N, B, H, C, Dv]
   out = out.transpose(1, 0, 3, 2, 4).reshape(batch, padded, heads, value_dim)
   return out[:, :length]

@@ -16,8 +16,8 @@ an activation costs what XLA's expansion of it costs (gelu's erf is a
 polynomial of 64 flops per element on CPU). These smaller terms are estimates
 (within a few percent of XLA for every kind tested in tests/test_attention.py).
 
-XLA counts the body of a while loop once, so the scan of causal linear
-attention is only comparable with `lax.scan(..., unroll=True)`.
+XLA counts the body of a while loop once, so causal linear attention (a
+lax.scan over chunks) can only be checked against XLA with a single chunk.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def attention_core_flops(n, num_heads, head_dim, kind="softmax", *, causal=False
     extra = 0.0
     if causal:
       per_head += 2 * n                     # two selects per score
-      extra = 2 * n * n / num_heads         # the tril mask itself
+      extra = 2 * n / num_heads             # the tril mask itself
     return batch * n * num_heads * (per_head + extra)
   f = feature_dim or _default_feature_dim(kind, d)
   if kind == "linear":

@@ -93,26 +93,30 @@ def estimate_log_px(log_weight_fn: LogWeightFn, rng, num_samples: int, chunk_siz
   return out
 
 
-def evaluate_dataset(apply_fn, params, x: np.ndarray, rng, num_samples: int, chunk_size: int,
-                     batch_size: int, bound_ks: Sequence[int] = (1,)) -> dict[str, np.ndarray]:
-  """estimate_log_px over a dataset in batches of images; per-image numpy arrays [N].
+def make_estimator(apply_fn, num_samples: int, chunk_size: int, bound_ks: Sequence[int] = (1,)):
+  """A jitted (params, x_batch, rng) -> estimate_log_px outputs; build once, call per batch.
 
-  apply_fn(params, x_batch, rng, num_samples) -> log weights [num_samples, B]. The last
-  batch is padded (and the padding dropped), so one compiled function serves all.
+  apply_fn(params, x_batch, rng, num_samples) -> log weights [num_samples, B].
   """
   @jax.jit
-  def run(params, x_batch, batch_rng):
+  def estimator(params, x_batch, rng):
     fn = lambda r, s: apply_fn(params, x_batch, r, s)
-    return estimate_log_px(fn, batch_rng, num_samples, chunk_size, bound_ks)
+    return estimate_log_px(fn, rng, num_samples, chunk_size, tuple(bound_ks))
+  return estimator
 
-  n = len(x)
+
+def evaluate_dataset(estimator, params, x: np.ndarray, rng, batch_size: int) -> dict[str, np.ndarray]:
+  """`estimator` (from make_estimator) over a dataset in batches: per-image arrays [N].
+
+  The last batch is padded (and the padding dropped), so one compilation serves all.
+  """
   pieces = []
-  for start in range(0, n, batch_size):
+  for start in range(0, len(x), batch_size):
     x_batch = x[start:start + batch_size]
     pad = batch_size - len(x_batch)
     if pad:
       x_batch = np.concatenate([x_batch, np.zeros((pad, *x_batch.shape[1:]), x_batch.dtype)])
-    out = run(params, x_batch, jax.random.fold_in(rng, start))
+    out = estimator(params, x_batch, jax.random.fold_in(rng, start))
     pieces.append({k: np.asarray(v)[:batch_size - pad] for k, v in out.items()})
   return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 

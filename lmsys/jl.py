@@ -103,16 +103,24 @@ def sklearn_min_dim(num_points: int, eps: float) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("width",))
-def _block_distortion(y_i, y_j, sq_y_i, sq_y_j, inv_dx, n_grid, width):
-  """max over the pairs of one block of | |y_i - y_j|^2 / (n |x_i - x_j|^2) - 1 |, per grid n.
+def _block_distortion(x_i, x_j, y_i, y_j, sq_y_i, sq_y_j, i0, j0, num, min_sq_dist, n_grid, width):
+  """max over the pairs i < j < num of rows block i0 x block j0 of
+  | |y_i - y_j|^2 / (n |x_i - x_j|^2) - 1 |, for each grid n.
 
   y_* [T, B, n_max + width] are x A with A ~ N(0, 1) (zero-padded): the first n columns give
-  the n-dim projection. sq_y_* [T, B, K]: squared norms of those prefixes. inv_dx [B, B]:
-  1 / |x_i - x_j|^2 for the pairs to count, 0 elsewhere (they then contribute 0).
-  n_grid [K] increasing, steps <= width. |y_i - y_j|^2 by the Gram identity, accumulated
-  over the columns between consecutive grid points.
+  the n-dim projection; sq_y_* [T, B, K] the squared norms of those prefixes. n_grid [K]
+  increasing in steps <= width. Squared distances by the Gram identity, the projected Gram
+  accumulated over the columns between consecutive grid points. Pairs with
+  |x_i - x_j|^2 < min_sq_dist are skipped. Returns (worst [T, K], pairs used, pairs skipped).
   """
-  counted = (inv_dx > 0).astype(jnp.float32)
+  hp = jax.lax.Precision.HIGHEST
+  rows, cols = i0 + jnp.arange(x_i.shape[0]), j0 + jnp.arange(x_j.shape[0])
+  pair = (rows[:, None] < cols[None, :]) & (cols[None, :] < num)
+  dx = (jnp.sum(x_i * x_i, -1)[:, None] + jnp.sum(x_j * x_j, -1)[None, :]
+        - 2.0 * jnp.matmul(x_i, x_j.T, precision=hp))
+  valid = pair & (dx >= min_sq_dist)
+  counted = valid.astype(jnp.float32)
+  inv_dx = counted / jnp.where(valid, dx, 1.0)  # 0 for pairs not counted: they add |0 - 0| = 0
   starts = jnp.concatenate([jnp.zeros((1,), n_grid.dtype), n_grid[:-1]])
   column = jnp.arange(width)
 
@@ -121,13 +129,13 @@ def _block_distortion(y_i, y_j, sq_y_i, sq_y_j, inv_dx, n_grid, width):
     keep = (column < stop - start).astype(jnp.float32)
     a = jax.lax.dynamic_slice_in_dim(y_i, start, width, axis=2) * keep
     b = jax.lax.dynamic_slice_in_dim(y_j, start, width, axis=2)
-    gram = gram + jnp.einsum("tbc,tdc->tbd", a, b, precision=jax.lax.Precision.HIGHEST)
+    gram = gram + jnp.einsum("tbc,tdc->tbd", a, b, precision=hp)
     dy = sq_y_i[..., k][:, :, None] + sq_y_j[..., k][:, None, :] - 2.0 * gram
     return gram, jnp.max(jnp.abs(dy * (inv_dx / stop) - counted), axis=(1, 2))
 
   gram = jnp.zeros(y_i.shape[:2] + (y_j.shape[1],), jnp.float32)
   _, worst = jax.lax.scan(level, gram, jnp.arange(n_grid.shape[0]))
-  return worst.T
+  return worst.T, valid.sum(), (pair & ~valid).sum()
 
 
 def pairwise_distortion(x, gaussian, n_grid, block: int = 512, min_rel_sq_dist: float = 1e-5):
@@ -135,8 +143,8 @@ def pairwise_distortion(x, gaussian, n_grid, block: int = 512, min_rel_sq_dist: 
 
   x [N, D] (rows are the points); gaussian [T, D, n_max] iid N(0, 1), one matrix per trial;
   the projection to n dims is the first n columns / sqrt(n), so each trial is nested in n.
-  n_grid: strictly increasing ints in [1, n_max]. Pairs closer than min_rel_sq_dist * mean |x - mean|^2
-  (float32 cannot resolve their ratio) are skipped and counted.
+  n_grid: strictly increasing ints in [1, n_max]. Pairs closer than
+  min_rel_sq_dist * mean |x - mean|^2 (float32 cannot resolve their ratio) are skipped, counted.
   Returns (distortion [T, K], pairs_used, pairs_skipped).
   """
   n_grid = np.asarray(n_grid, np.int32)
@@ -144,33 +152,26 @@ def pairwise_distortion(x, gaussian, n_grid, block: int = 512, min_rel_sq_dist: 
     raise ValueError(f"n_grid must increase strictly within [1, {gaussian.shape[-1]}]: {n_grid}")
   width = int(np.max(np.diff(n_grid, prepend=0)))
   x = np.asarray(x, np.float32)
-  x = x - x.mean(0)  # distances are unchanged; smaller norms, less cancellation in the Gram identity
+  x = x - x.mean(0)  # distances unchanged; smaller norms, less cancellation in the Gram identity
   num = len(x)
   block = min(block, -(-num // 8) * 8)
   pad = (-num) % block
-  scale = float(np.mean(np.sum(x * x, -1)))
-  xp = np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)])
-  y = jnp.einsum("nd,tdm->tnm", jnp.asarray(xp), jnp.asarray(gaussian, jnp.float32),
+  min_sq_dist = min_rel_sq_dist * float(np.mean(np.sum(x * x, -1)))
+  xp = jnp.asarray(np.concatenate([x, np.zeros((pad, x.shape[1]), np.float32)]))
+  y = jnp.einsum("nd,tdm->tnm", xp, jnp.asarray(gaussian, jnp.float32),
                  precision=jax.lax.Precision.HIGHEST)
   sq_y = jnp.cumsum(y * y, -1)[..., n_grid - 1]
   y = jnp.pad(y, ((0, 0), (0, 0), (0, width)))
-  sq_x = np.sum(xp * xp, -1)
-  index = np.arange(num + pad)
+  grid = jnp.asarray(n_grid)
   worst, used, skipped = [], 0, 0
   for i0 in range(0, num + pad, block):
     for j0 in range(i0, num + pad, block):
-      ii, jj = index[i0:i0 + block], index[j0:j0 + block]
-      pair = (ii[:, None] < jj[None, :]) & (jj[None, :] < num)
-      dx = sq_x[ii][:, None] + sq_x[jj][None, :] - 2.0 * (xp[ii] @ xp[jj].T)
-      close = pair & (dx < min_rel_sq_dist * scale)
-      valid = pair & ~close
-      used, skipped = used + int(valid.sum()), skipped + int(close.sum())
-      if valid.any():
-        inv_dx = np.where(valid, 1.0 / np.where(valid, dx, 1.0), 0.0).astype(np.float32)
-        worst.append(np.asarray(_block_distortion(
-            y[:, i0:i0 + block], y[:, j0:j0 + block], sq_y[:, i0:i0 + block], sq_y[:, j0:j0 + block],
-            jnp.asarray(inv_dx), jnp.asarray(n_grid), width)))
-  return np.max(worst, 0), used, skipped
+      w, u, s = _block_distortion(xp[i0:i0 + block], xp[j0:j0 + block], y[:, i0:i0 + block],
+                                  y[:, j0:j0 + block], sq_y[:, i0:i0 + block], sq_y[:, j0:j0 + block],
+                                  i0, j0, num, min_sq_dist, grid, width)
+      worst.append(w)
+      used, skipped = used + int(u), skipped + int(s)
+  return np.max(np.stack(worst), 0), used, skipped
 
 
 def smallest_good_dim(n_grid, distortion, eps):

@@ -8,10 +8,9 @@ update step, checkpoint restore, train loop. Design choices, each for a reason:
   exactly the numbers an uninterrupted run would (bitwise equal on CPU).
 - The batch is sharded over a `data` mesh axis of every device and the state is
   replicated and donated; `jax.jit` inserts the gradient all-reduce.
-- A non-finite loss freezes the state inside the step (no host sync per step)
-  and is reported at the next log/eval/checkpoint boundary with the step where
-  it happened; the frozen state is never saved, so the last good checkpoint
-  stays intact.
+- A non-finite loss is recorded inside the step (no host sync per step) and
+  reported at the next log/eval/checkpoint boundary with the step where it
+  happened, before anything is saved, so the last good checkpoint stays intact.
 """
 
 from __future__ import annotations
@@ -161,14 +160,14 @@ def train(config, workdir: str, writer, *,
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
-    ok = jnp.isfinite(loss) & (state["nonfinite_step"] < 0)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    # Record the first non-finite step (a scalar select, no host sync). The
+    # state is not frozen: the host raises at the next boundary, before any save.
+    first_bad = (state["nonfinite_step"] < 0) & ~jnp.isfinite(loss)
     new_state = {
-        "params": keep(new_params, params),
-        "opt_state": keep(opt_state, state["opt_state"]),
-        "step": jnp.where(ok, step + 1, step),
-        "nonfinite_step": jnp.where(ok | (state["nonfinite_step"] >= 0),
-                                    state["nonfinite_step"], step),
+        "params": new_params,
+        "opt_state": opt_state,
+        "step": step + 1,
+        "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
     }
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     return new_state, metrics
@@ -196,6 +195,15 @@ def train(config, workdir: str, writer, *,
           f"non-finite loss at step {bad}{f' ({name})' if name else ''}; training stopped, "
           f"last good checkpoint: {'none' if last is None else f'step {last}'} in {ckpt_dir}")
 
+  def put_batch(batch):
+    # On one host, jit shards host arrays itself (cheaper than a device_put per
+    # step); across hosts each process holds its slice of the global batch.
+    if jax.process_count() == 1:
+      return batch
+    rows = config.train.batch_size // jax.process_count()
+    local = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(data_sharding, a[local]), batch)
+
   # -- Train loop -------------------------------------------------------------
   show_bar = bool(get(config, "train.progress_bar", True)) and sys.stderr.isatty()
   bar = tqdm(total=num_steps, initial=start, disable=not show_bar, desc=name or "train",
@@ -204,7 +212,7 @@ def train(config, workdir: str, writer, *,
   timed_steps, t0 = 0, None
   with jax.set_mesh(mesh):
     for step in range(start, num_steps):
-      batch = jax.device_put(batch_fn(step), data_sharding)
+      batch = put_batch(batch_fn(step))
       state, metrics = update(state, batch)
       done = step + 1
       bar.update(1)

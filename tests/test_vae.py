@@ -105,10 +105,14 @@ def test_chunk_sizes_must_fit():
 
 # --- The flax model itself, with a 2-D latent integrated on a grid. ---
 
+def _init(model, x, seed=0):
+  return jax.jit(lambda x: model.init(jax.random.key(seed), x, jax.random.key(seed + 1)))(x)["params"]
+
+
 def test_bernoulli_vae_estimate_matches_grid_integral():
   model = vae.VAE(input_size=6, latent_sizes=(2,), hidden_sizes=((16, 16),))
   x = (np.random.default_rng(0).random((6, 6)) < 0.5).astype(np.float32)
-  params = model.init(jax.random.key(1), x, jax.random.key(2))["params"]
+  params = _init(model, x, 1)
   # A sharper decoder than at init; the encoder stays near the prior, so the proposal
   # covers the posterior (a proposal that misses posterior mass gives an estimate far
   # below log p(x) whose delta-method standard error does not show it).
@@ -124,8 +128,8 @@ def test_bernoulli_vae_estimate_matches_grid_integral():
   exact = np.log(np.exp(joint - joint.max(1, keepdims=True)).sum(1) * cell) + joint.max(1)
 
   apply = lambda p, xb, r, s: model.apply({"params": p}, xb, r, s)
-  per_image = iwae.evaluate_dataset(apply, params, x, jax.random.key(4), num_samples=5000,
-                                    chunk_size=500, batch_size=4, bound_ks=(1, 50))
+  estimator = iwae.make_estimator(apply, num_samples=5000, chunk_size=500, bound_ks=(1, 50))
+  per_image = iwae.evaluate_dataset(estimator, params, x, jax.random.key(4), batch_size=4)
   assert per_image["log_px"].shape == (6,)
   err = np.abs(per_image["log_px"] - exact)
   assert np.all(err < 4 * per_image["log_px_se"] + 0.01), (per_image["log_px"], exact)
@@ -137,14 +141,15 @@ def test_bernoulli_vae_estimate_matches_grid_integral():
 def test_two_layer_model_loss_and_gradients():
   model = vae.make_model(2, input_size=20)
   x = (np.random.default_rng(0).random((3, 20)) < 0.3).astype(np.float32)
-  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+  params = _init(model, x)
   assert params["encoder_1"]["mean"]["kernel"].shape == (100, 50)
   assert params["decoder_1"]["mean"]["kernel"].shape == (100, 100)
   assert params["decoder_0"]["logits"]["kernel"].shape == (200, 20)
-  log_w = jax.jit(model.apply, static_argnums=3)({"params": params}, x, jax.random.key(2), 7)
+  def loss(p):
+    log_w = model.apply({"params": p}, x, jax.random.key(2), 7)
+    return iwae.iwae_loss(log_w), log_w
+  (loss_value, log_w), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   assert log_w.shape == (7, 3) and np.all(np.isfinite(log_w))
-  loss = lambda p: iwae.iwae_loss(model.apply({"params": p}, x, jax.random.key(2), 7))
-  loss_value, grads = jax.jit(jax.value_and_grad(loss))(params)
   # On the same draws IWAE_k >= mean log w (Jensen), i.e. its loss is lower.
   assert float(loss_value) <= float(-jnp.mean(log_w)) + 1e-5
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
@@ -160,7 +165,7 @@ def test_dynamic_binarize_is_fresh_each_rng():
 def test_memory_does_not_grow_with_num_samples():
   model = vae.make_model(1, input_size=64)
   x = jnp.zeros((8, 64))
-  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
+  params = _init(model, x)
 
   def temp_bytes(num_samples):
     f = jax.jit(lambda p, xb, r: iwae.estimate_log_px(

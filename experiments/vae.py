@@ -1,0 +1,192 @@
+"""Note 6: VAE vs IWAE training, and their test log-likelihood by importance sampling.
+
+For every (stochastic layers, training k) in the config: train with the shared
+trainer on dynamically binarised images (loss -IWAE_k; k=1 is the VAE), then on a
+fixed binarisation of test images estimate log p(x) with eval.num_samples (5,000)
+importance samples, and in the same pass the bounds IWAE_k for k in eval.bound_ks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmsys import data, iwae, metrics, trainer
+from lmsys.config import ConfigError, data_dir
+from lmsys.models import vae
+
+# IWAE paper (Burda et al. 2015, table 1), MNIST test NLL in nats, k=5000 estimate.
+PAPER_MNIST_NLL = {"L1_k1": 86.76, "L1_k5": 85.54, "L1_k50": 84.78, "L2_k1": 85.33, "L2_k50": 82.90}
+
+
+def run_names(config) -> list[tuple[str, int, int]]:
+  return [(f"L{layers}_k{k}", layers, k)
+          for layers in config.model.num_layers for k in config.model.train_ks]
+
+
+@functools.lru_cache(maxsize=2)
+def _load(name, directory, pixel_scale, test_size, seed):
+  dataset = data.load_arrays(name, data_dir=directory)
+  train_x = dataset["train"]["x"].reshape(len(dataset["train"]["x"]), -1) / pixel_scale
+  test_x = dataset["test"]["x"].reshape(len(dataset["test"]["x"]), -1) / pixel_scale
+  for split, x in (("train", train_x), ("test", test_x)):
+    if x.min() < 0 or x.max() > 1:
+      raise ConfigError(f"config key 'data.pixel_scale': {split} pixels / {pixel_scale} span "
+                        f"[{x.min():g}, {x.max():g}], not [0, 1]")
+  test_x = data.subsample({"x": test_x}, test_size, seed)["x"]
+  # The test set is binarised once (fixed seed) so every model sees the same images.
+  test_bin = (np.random.default_rng(seed).random(test_x.shape) < test_x).astype(np.float32)
+  return train_x.astype(np.float32), test_bin
+
+
+def _dataset(config):
+  return _load(config.data.name, data_dir(config) or None, float(config.data.pixel_scale),
+               int(config.eval.test_size), int(config.data.binarize_seed))
+
+
+def validate(config) -> None:
+  trainer.validate_config(config)
+  for layers in config.model.num_layers:
+    if layers not in vae.ARCHITECTURES:
+      raise ConfigError(f"config key 'model.num_layers': {layers} not in {sorted(vae.ARCHITECTURES)}")
+  if not all(isinstance(k, int) and k > 0 for k in config.model.train_ks):
+    raise ConfigError(f"config key 'model.train_ks': expected positive integers, got {config.model.train_ks!r}")
+  ev = config.eval
+  if ev.num_samples % ev.chunk_size:
+    raise ConfigError(f"config key 'eval.num_samples': {ev.num_samples} is not a multiple of "
+                      f"eval.chunk_size {ev.chunk_size}")
+  bad = [k for k in ev.bound_ks if ev.chunk_size % k]
+  if bad:
+    raise ConfigError(f"config key 'eval.bound_ks': {bad} do not divide eval.chunk_size {ev.chunk_size}")
+  try:
+    _dataset(config)
+  except ConfigError as e:
+    raise ConfigError(f"config key 'data.name' = {config.data.name!r}: {e}") from None
+
+
+def make_loss_fn(model, k: int):
+  def loss_fn(params, batch, rng):
+    binarize_rng, sample_rng = jax.random.split(rng)
+    x = vae.dynamic_binarize(binarize_rng, batch["x"])  # a fresh binarisation every step
+    log_w = model.apply({"params": params}, x, sample_rng, k)  # [k, B]
+    return iwae.iwae_loss(log_w), {"elbo": log_w.mean(), f"iwae_{k}": -iwae.iwae_loss(log_w)}
+  return loss_fn
+
+
+def make_apply(model):
+  return lambda params, x, rng, num_samples: model.apply({"params": params}, x, rng, num_samples)
+
+
+def train_and_evaluate(config, workdir, writer, name, layers, k):
+  """Trains one model; returns (results, model, params)."""
+  train_x, test_x = _dataset(config)
+  model = vae.make_model(layers, input_size=train_x.shape[1])
+  apply = make_apply(model)
+  ev = config.eval
+  monitor_x = test_x[:ev.during_train_images]
+
+  # Cheap progress check during training: ELBO and IWAE_k on a few test images.
+  monitor_samples = max(ev.during_train_samples, k)
+  monitor = iwae.make_estimator(apply, monitor_samples, monitor_samples, sorted({1, k}))
+  eval_fn = lambda params: iwae.summarize(
+      iwae.evaluate_dataset(monitor, params, monitor_x, jax.random.key(1), ev.batch_size))
+
+  t0 = time.perf_counter()
+  result = trainer.train(
+      config, workdir, writer,
+      init_fn=lambda rng: model.init(rng, jnp.zeros((1, train_x.shape[1])), rng)["params"],
+      loss_fn=make_loss_fn(model, k),
+      batch_fn=data.make_batch_fn({"x": train_x}, config.train.batch_size, config.seed),
+      eval_fn=eval_fn, name=name)
+  train_seconds = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  estimator = iwae.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
+  per_image = iwae.evaluate_dataset(estimator, result.params, test_x,
+                                    jax.random.key(config.seed + 7), ev.batch_size)
+  eval_seconds = time.perf_counter() - t0
+  summary = iwae.summarize(per_image)
+  writer.write(result.step, f"{name}/test", summary)
+  out = {
+      **summary,
+      "gap_elbo_to_log_px": summary["log_px"] - summary["iwae_1"],
+      "nll": -summary["log_px"],
+      "min_ess": float(per_image["ess"].min()),
+      "steps": result.step,
+      "steps_per_second": result.steps_per_second,
+      "train_seconds": train_seconds,
+      "eval_seconds": eval_seconds,
+      "eval_images_per_second": len(test_x) / eval_seconds,
+      "paper_mnist_nll": PAPER_MNIST_NLL.get(name),
+  }
+  return out, model, result.params
+
+
+def _gap_figure(results, bound_ks, num_samples):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for name, r in results.items():
+    gaps = [r["log_px"] - r[f"iwae_{k}"] for k in bound_ks]
+    errs = [r[f"iwae_{k}_se"] for k in bound_ks]
+    ax.errorbar(bound_ks, gaps, yerr=errs, marker="o", capsize=3, label=name)
+  ax.set_xscale("log")
+  ax.set_yscale("symlog", linthresh=0.1)
+  ax.set_xlabel("k (importance samples in the bound)")
+  ax.set_ylabel(f"log p(x) [k={num_samples}] - IWAE_k  (nats)")
+  ax.set_title("Gap between the bounds and the log p(x) estimate")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=8)
+  return fig
+
+
+def _curves_figure(workdir, names):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for name in names:
+    evals = [r for r in rows if r["split"] == f"{name}/eval"]
+    if evals:
+      ax.plot([r["step"] for r in evals], [r["iwae_1"] for r in evals], marker=".", label=name)
+  ax.set_xlabel("training step")
+  ax.set_ylabel("test ELBO on the monitor images (nats)")
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=8)
+  return fig
+
+
+def _samples_figure(models, side):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(models), figsize=(2.2 * len(models), 2.4))
+  axes = np.atleast_1d(axes)
+  for ax, (name, (model, params)) in zip(axes, models.items()):
+    z = jax.random.normal(jax.random.key(0), (16, model.latent_sizes[-1]))
+    probs = np.asarray(model.apply({"params": params}, z, method=vae.VAE.decode_mean))
+    tiles = probs.reshape(4, 4, side, side).transpose(0, 2, 1, 3).reshape(4 * side, 4 * side)
+    ax.imshow(tiles, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(name, fontsize=9)
+    ax.axis("off")
+  return fig
+
+
+def run(config, workdir, writer) -> dict:
+  results, models = {}, {}
+  for name, layers, k in run_names(config):
+    results[name], model, params = train_and_evaluate(config, workdir, writer, name, layers, k)
+    models[name] = (model, params)
+  ev = config.eval
+  metrics.save_figure(_gap_figure(results, list(ev.bound_ks), ev.num_samples), workdir, "bound_gap_vs_k")
+  metrics.save_figure(_curves_figure(workdir, list(results)), workdir, "training_curves")
+  side = int(round(np.sqrt(next(iter(models.values()))[0].input_size)))
+  metrics.save_figure(_samples_figure(models, side), workdir, "samples")
+  return {
+      "dataset": config.data.name,
+      "test_images": int(len(_dataset(config)[1])),
+      "num_samples": ev.num_samples,
+      "models": results,
+  }

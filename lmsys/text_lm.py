@@ -1,0 +1,103 @@
+"""Character-level Chinese text for the causal LM of configs/attention_lm.py.
+
+Documents: the `sentence` field of every FewCLUE `unlabeled.json` (eprstmt
+reviews, tnews headlines; the files without that field are skipped) and the
+`question` field of KgCLUE `train.json`, read from the data directory
+(`$LMSYS_DATA_DIR` or config.data.data_dir). A fixed 5% of documents (seeded
+permutation) is held out. The vocabulary is every character seen at least
+`min_count` times in the training documents; the rest map to <unk>. Documents
+are joined into one stream, each followed by <eos>, and the LM reads windows
+of that stream.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import json
+import os
+
+import numpy as np
+
+from lmsys.config import ConfigError
+
+PAD, UNK, EOS = 0, 1, 2
+SPECIALS = ("<pad>", "<unk>", "<eos>")
+
+
+@dataclasses.dataclass
+class CharCorpus:
+  vocab: list[str]                 # id -> character (specials first)
+  train: np.ndarray                # int32 token stream
+  heldout: np.ndarray
+  info: dict
+
+  @property
+  def vocab_size(self):
+    return len(self.vocab)
+
+
+def read_documents(data_dir: str) -> list[str]:
+  """FewCLUE unlabeled sentences and KgCLUE questions, in a fixed order."""
+  if not data_dir or not os.path.isdir(data_dir):
+    raise ConfigError(f"config key 'data.data_dir': data directory does not exist: {data_dir!r}")
+  sources = [(path, "sentence") for path in sorted(glob.glob(os.path.join(data_dir, "fewclue", "*", "unlabeled.json")))]
+  sources.append((os.path.join(data_dir, "kgclue", "train.json"), "question"))
+  docs = []
+  for path, field in sources:
+    if not os.path.isfile(path):
+      raise ConfigError(f"config key 'data.data_dir': missing {path}")
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        line = line.strip()
+        if line:
+          text = json.loads(line).get(field, "").strip()
+          if text:
+            docs.append(text)
+  if not docs:
+    raise ConfigError(f"config key 'data.data_dir': no documents found under {data_dir}")
+  return docs
+
+
+def load_corpus(data_dir: str, heldout_fraction: float = 0.05, min_count: int = 3,
+                seed: int = 0, max_documents: int | None = None) -> CharCorpus:
+  docs = read_documents(data_dir)
+  order = np.random.default_rng(seed).permutation(len(docs))
+  if max_documents:
+    order = order[:max_documents]
+  num_heldout = max(1, int(round(heldout_fraction * len(order))))
+  heldout_docs = [docs[i] for i in order[:num_heldout]]
+  train_docs = [docs[i] for i in order[num_heldout:]]
+  counts = collections.Counter(ch for doc in train_docs for ch in doc)
+  chars = sorted(ch for ch, c in counts.items() if c >= min_count)
+  vocab = list(SPECIALS) + chars
+  index = {ch: i for i, ch in enumerate(vocab)}
+
+  def encode(documents):
+    ids = []
+    for doc in documents:
+      ids.extend(index.get(ch, UNK) for ch in doc)
+      ids.append(EOS)
+    return np.asarray(ids, np.int32)
+
+  train, heldout = encode(train_docs), encode(heldout_docs)
+  info = {"documents": len(order), "heldout_documents": num_heldout,
+          "train_tokens": int(train.size), "heldout_tokens": int(heldout.size),
+          "vocab_size": len(vocab), "heldout_unk_rate": float((heldout == UNK).mean())}
+  return CharCorpus(vocab, train, heldout, info)
+
+
+def window_batch(stream: np.ndarray, batch_size: int, length: int, seed: int, step: int) -> np.ndarray:
+  """[batch_size, length + 1] random windows; a pure function of (seed, step) for resumable runs."""
+  rng = np.random.default_rng([seed, step])
+  starts = rng.integers(0, stream.size - length - 1, size=batch_size)
+  return np.stack([stream[s: s + length + 1] for s in starts])
+
+
+def heldout_windows(stream: np.ndarray, length: int, max_windows: int | None = None) -> np.ndarray:
+  """Consecutive non-overlapping [N, length + 1] windows covering the held-out stream."""
+  count = (stream.size - 1) // length
+  if max_windows:
+    count = min(count, max_windows)
+  return np.stack([stream[i * length: i * length + length + 1] for i in range(count)])

@@ -1,0 +1,77 @@
+"""Speed of note 6's estimator: k=5,000 log p(x) throughput and memory flat in k.
+
+  python scripts/bench_vae.py [--layers 1] [--input 784] [--images 100]
+
+Prints (1) the compiled temp memory (XLA memory_analysis) of one estimator call
+for k = 50, 500, 5000 at a fixed chunk, which should stay flat, next to the
+memory of computing all k log weights at once; (2) images per second of the
+k=5,000 estimate; (3) training steps per second for k = 1, 5, 50 at batch 100.
+Timings are wall-clock on whatever machine runs it (compilation excluded).
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmsys import iwae
+from lmsys.models import vae
+
+
+def temp_mib(fn, *args):
+  analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+  return analysis.temp_size_in_bytes / 2 ** 20 if analysis is not None else float("nan")
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--layers", type=int, default=1)
+  parser.add_argument("--input", type=int, default=784)
+  parser.add_argument("--batch", type=int, default=25, help="images per estimator call")
+  parser.add_argument("--chunk", type=int, default=500)
+  parser.add_argument("--images", type=int, default=100, help="images timed for throughput")
+  args = parser.parse_args()
+
+  model = vae.make_model(args.layers, args.input)
+  x = (np.random.default_rng(0).random((args.batch, args.input)) < 0.3).astype(np.float32)
+  params = jax.jit(lambda: model.init(jax.random.key(0), x, jax.random.key(1)))()["params"]
+  apply = lambda p, xb, r, s: model.apply({"params": p}, xb, r, s)
+  rng = jax.random.key(2)
+  print(f"{jax.devices()[0].device_kind}, {args.layers} stochastic layer(s), {args.input} pixels, "
+        f"{args.batch} images per call, chunk {args.chunk}")
+
+  print("\n## memory (compiled temp bytes of one call)")
+  print("| k | chunked scan (MiB) | all k at once (MiB) |\n|---|---|---|")
+  for k in (50, 500, 5000):
+    chunk = min(args.chunk, k)
+    chunked = temp_mib(lambda p, xb, r: iwae.estimate_log_px(
+        lambda rr, s: apply(p, xb, rr, s), r, k, chunk, (1,)), params, x, rng)
+    direct = temp_mib(lambda p, xb, r: iwae.log_mean_exp(apply(p, xb, r, k)), params, x, rng)
+    print(f"| {k} | {chunked:.1f} | {direct:.1f} |")
+
+  print("\n## k=5,000 estimate throughput")
+  estimator = iwae.make_estimator(apply, 5000, args.chunk, (1, 5, 50, 500))
+  xs = np.tile(x, (args.images // args.batch + 1, 1))[:args.images]
+  iwae.evaluate_dataset(estimator, params, x, rng, args.batch)  # compile
+  t0 = time.perf_counter()
+  iwae.evaluate_dataset(estimator, params, xs, rng, args.batch)
+  seconds = time.perf_counter() - t0
+  print(f"{args.images} images in {seconds:.1f} s: {args.images / seconds:.2f} images/s "
+        f"({args.images * 5000 / seconds:,.0f} samples/s)")
+
+  print("\n## training steps per second (batch 100)")
+  xb = (np.random.default_rng(1).random((100, args.input)) < 0.3).astype(np.float32)
+  for k in (1, 5, 50):
+    step = jax.jit(jax.grad(lambda p, r: iwae.iwae_loss(apply(p, xb, r, k))))
+    jax.block_until_ready(step(params, rng))
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 3:
+      jax.block_until_ready(step(params, jax.random.fold_in(rng, n)))
+      n += 1
+    print(f"k={k}: {n / (time.perf_counter() - t0):.1f} steps/s")
+
+
+if __name__ == "__main__":
+  main()

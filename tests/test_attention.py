@@ -1,0 +1,215 @@
+"""lmsys.attention and lmsys.flops: every kind against its exact quadratic form."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import enable_x64  # a context manager in jax >= 0.8
+
+from lmsys import attention as A
+from lmsys import flops
+from lmsys.models import transformer as T
+
+KINDS = [
+    ("softmax", {}),
+    ("linear", {"feature_map": "elu"}),
+    ("linear", {"feature_map": "relu"}),
+    ("favor", {"num_features": 32, "orthogonal": True}),
+    ("favor", {"num_features": 12, "orthogonal": False}),
+    ("taylor", {"order": 2}),
+    ("taylor", {"order": 3}),
+    ("limit", {"order": 2}),
+    ("limit", {"order": 3}),
+]
+
+
+def _qkv(seed=0, batch=2, length=23, heads=3, dim=4, value_dim=5, dtype=jnp.float32):
+  r = jax.random.split(jax.random.PRNGKey(seed), 3)
+  q = jax.random.normal(r[0], (batch, length, heads, dim), dtype)
+  k = jax.random.normal(r[1], (batch, length, heads, dim), dtype)
+  v = jax.random.normal(r[2], (batch, length, heads, value_dim), dtype)
+  return q, k, v
+
+
+@pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p))
+@pytest.mark.parametrize("causal", [False, True])
+def test_attend_matches_quadratic_reference(kind, params, causal):
+  # Odd-order truncations can drive a normaliser near zero (see the module
+  # docstring), which would turn float32 rounding into large output errors;
+  # the identity itself is checked exactly in float64.
+  odd = params.get("order", 2) % 2 == 1
+  with enable_x64(odd):
+    dtype = jnp.float64 if odd else jnp.float32
+    q, k, v = _qkv(dtype=dtype)
+    mask = jnp.arange(23)[None] < jnp.array([[23], [15]])  # second row padded after 15
+    rng = jax.random.PRNGKey(7)
+    out = A.attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, chunk_size=5, **params)
+    ref = A.reference_attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, **params)
+    assert out.shape == (2, 23, 3, 5)
+    tol = 1e-9 if odd else 2e-5
+    np.testing.assert_allclose(out, ref, atol=tol * float(jnp.abs(ref).max()), rtol=0)
+
+
+@pytest.mark.parametrize("kind,params", KINDS[:4] + [("taylor", {"order": 2})], ids=str)
+def test_padded_keys_and_future_keys_are_invisible(kind, params):
+  q, k, v = _qkv(1)
+  mask = jnp.arange(23)[None] < 17
+  mask = jnp.concatenate([mask, mask])
+  rng = jax.random.PRNGKey(3)
+  out = A.attend(q, k, v, kind=kind, causal=True, mask=mask, rng=rng, chunk_size=4, **params)
+  # Change the padded keys/values (beyond 17), and the future of position 10.
+  k2 = k.at[:, 17:].set(50.0)
+  v2 = v.at[:, 17:].set(-9.0)
+  out2 = A.attend(q, k2, v2, kind=kind, causal=True, mask=mask, rng=rng, chunk_size=4, **params)
+  np.testing.assert_allclose(out, out2, atol=1e-5)
+  k3, v3 = k.at[:, 11:].add(1.0), v.at[:, 11:].add(1.0)
+  out3 = A.attend(q, k3, v3, kind=kind, causal=True, mask=mask, rng=rng, chunk_size=4, **params)
+  np.testing.assert_allclose(out[:, :11], out3[:, :11], atol=1e-5)
+  assert not np.allclose(out[:, 11:17], out3[:, 11:17])
+
+
+def test_cross_attention_shapes_and_reference():
+  q, _, _ = _qkv(2, length=7)
+  _, k, v = _qkv(3, length=19)
+  mask = jnp.arange(19)[None].repeat(2, 0) < 12
+  for kind, params in KINDS[:4]:
+    out = A.attend(q, k, v, kind=kind, mask=mask, rng=jax.random.PRNGKey(0), **params)
+    ref = A.reference_attend(q, k, v, kind=kind, mask=mask, rng=jax.random.PRNGKey(0), **params)
+    assert out.shape == (2, 7, 3, 5)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_taylor_and_limit_features_give_the_implicit_kernel(order):
+  with enable_x64():
+    x = jax.random.normal(jax.random.PRNGKey(order), (2, 6, 3), jnp.float64)
+    q, k = x[0], x[1]
+    dots = q @ k.T
+    taylor = A.taylor_features(q, order) @ A.taylor_features(k, order).T
+    limit = A.limit_features(q, order) @ A.limit_features(k, order).T
+    np.testing.assert_allclose(taylor, sum(dots ** m / math.factorial(m) for m in range(order + 1)), rtol=1e-10)
+    np.testing.assert_allclose(limit, (1 + dots / order) ** order, rtol=1e-10, atol=1e-12)
+    assert A.taylor_features(q, order).shape[-1] == A.feature_dim("taylor", 3, order=order)
+    assert A.limit_features(q, order).shape[-1] == A.feature_dim("limit", 3, order=order)
+
+
+def test_odd_orders_go_negative_even_orders_do_not():
+  s = jnp.linspace(-6.0, 6.0, 121)
+  assert float(A.taylor_kernel(s, 1).min()) < 0 and float(A.taylor_kernel(s, 3).min()) < 0
+  assert float(A.taylor_kernel(s, 2).min()) > 0 and float(A.taylor_kernel(s, 4).min()) > 0
+  assert float(A.limit_kernel(s, 1).min()) < 0 and float(A.limit_kernel(s, 2).min()) >= 0
+
+
+@pytest.mark.parametrize("orthogonal", [False, True])
+def test_favor_is_unbiased(orthogonal):
+  dim, num_features, draws = 4, 8, 4000
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, dim)) * 0.6
+  q, k = x[0], x[1]
+  exact = jnp.exp(q @ k.T)
+
+  def estimate(rng):
+    w = A.favor_projection(rng, num_features, dim, orthogonal)
+    return A.favor_features(q, w) @ A.favor_features(k, w).T
+
+  samples = jax.vmap(estimate)(jax.random.split(jax.random.PRNGKey(1), draws))
+  mean, stderr = samples.mean(0), samples.std(0) / math.sqrt(draws)
+  z = (mean - exact) / stderr
+  assert float(jnp.abs(z).max()) < 4.5, z            # 25 pairs, |z| < 4.5 each
+  assert float(samples.min()) > 0                    # positive features
+  # Not trivially true: a biased estimator (wrong |x|^2 term) fails the same test.
+  biased = jax.vmap(lambda r: estimate(r) * 1.05)(jax.random.split(jax.random.PRNGKey(1), draws))
+  assert float(jnp.abs((biased.mean(0) - exact) / stderr).max()) > 4.5
+
+
+def test_orthogonal_projection_rows_are_orthogonal_within_blocks():
+  w = A.favor_projection(jax.random.PRNGKey(0), 10, 4, orthogonal=True)
+  assert w.shape == (10, 4)
+  block = w[:4] / jnp.linalg.norm(w[:4], axis=1, keepdims=True)
+  np.testing.assert_allclose(block @ block.T, np.eye(4), atol=1e-5)
+
+
+def test_favor_is_stable_for_large_inputs():
+  q, k, v = _qkv(4)
+  q, k = q * 30, k * 30    # exp(w.x) overflows float32 without the offsets
+  out = A.attend(q, k, v, kind="favor", causal=True, rng=jax.random.PRNGKey(0), num_features=16)
+  assert bool(jnp.isfinite(out).all())
+
+
+def test_favor_needs_rng_and_unknown_kind_raises():
+  q, k, v = _qkv()
+  with pytest.raises(ValueError, match="rng"):
+    A.attend(q, k, v, kind="favor")
+  with pytest.raises(ValueError, match="unknown attention kind"):
+    A.attend(q, k, v, kind="cosine")
+  with pytest.raises(ValueError, match="feature map"):
+    A.attend(q, k, v, kind="linear", feature_map="sigmoid")
+
+
+def test_causal_linear_attention_never_builds_an_n_by_n_array():
+  n = 1024
+  q = jnp.zeros((1, n, 1, 8))
+  def f(q, k, v):
+    return A.attend(q, k, v, kind="linear", causal=True, chunk_size=64)
+  hlo = jax.jit(f).lower(q, q, q).as_text()
+  assert f"{n},{n}" not in hlo.replace(" ", "") and f"{n}x{n}" not in hlo
+  softmax_hlo = jax.jit(lambda q, k, v: A.attend(q, k, v, causal=True)).lower(q, q, q).as_text()
+  assert f"{n}x{n}" in softmax_hlo or f"{n},{n}" in softmax_hlo.replace(" ", "")
+  linear_mem = jax.jit(f).lower(q, q, q).compile().memory_analysis().temp_size_in_bytes
+  assert linear_mem < 4 * n * n // 4    # far below one n x n float32 matrix
+
+
+def test_linear_attention_matrix_rank_is_capped_by_feature_dim():
+  q, k, _ = _qkv(5, batch=1, length=40, heads=1, dim=4)
+  linear = A.attention_matrix(q, k, kind="linear")[0, 0]
+  softmax = A.attention_matrix(q, k, kind="softmax")[0, 0]
+  np.testing.assert_allclose(linear.sum(-1), 1, atol=1e-5)
+  assert A.numerical_rank(linear) <= 4
+  assert A.numerical_rank(softmax) > 4
+
+
+# ---------------------------------------------------------------------------- flops
+
+def _xla_flops(f, *args):
+  return jax.jit(f).lower(*args).compile().cost_analysis()["flops"]
+
+
+@pytest.mark.parametrize("kind,params,causal", [
+    ("softmax", {}, False), ("softmax", {}, True), ("linear", {}, False),
+    ("linear", {"feature_map": "relu"}, False), ("favor", {"num_features": 64}, False),
+    ("linear", {"chunk_size": 256}, True),   # one chunk: XLA counts a loop body once
+])
+def test_flop_counter_matches_xla_core(kind, params, causal):
+  n, h, d = 256, 4, 32
+  x = jnp.ones((1, n, h, d))
+  measured = _xla_flops(lambda q, k, v: A.attend(q, k, v, kind=kind, causal=causal,
+                                                   rng=jax.random.PRNGKey(0), **params), x, x, x)
+  predicted = flops.attention_core_flops(
+      n, h, d, kind, causal=causal, feature_dim=A.feature_dim(kind, d, **params),
+      feature_map=params.get("feature_map", "elu"), chunk_size=params.get("chunk_size", 128))
+  assert abs(predicted / measured - 1) < 0.05, (predicted, measured)
+
+
+@pytest.mark.parametrize("n,activation,kind", [(128, "gelu", "softmax"), (512, "relu", "softmax"),
+                                               (512, "gelu", "linear")])
+def test_flop_counter_matches_xla_layer(n, activation, kind):
+  h, d = 4, 32
+  layer = T.EncoderLayer(h, d, attention=kind, activation=activation)
+  x = jnp.ones((1, n, h * d))
+  params = layer.init(jax.random.PRNGKey(0), x)
+  measured = _xla_flops(lambda p, x: layer.apply(p, x), params, x)
+  predicted = flops.layer_flops(n, h, d, 4, kind, activation=activation)["total"]
+  assert abs(predicted / measured - 1) < 0.05, (predicted, measured)
+  # The note's multiplications are half the matmul flops, which dominate here.
+  mults = flops.layer_multiplications(n, h, d, 4, kind)["total"]
+  assert 0.9 < 2 * mults / measured < 1.0
+
+
+def test_note_crossovers():
+  c = flops.note_crossovers(12, 64)
+  assert c == {"attention_over_ffn": 1536, "quadratic_over_rest": 4608, "linear_pays": 1024}
+  at = lambda n: flops.layer_multiplications(n, 12, 64)
+  assert at(1535)["attention"] < at(1535)["ffn"] < at(1537)["attention"] - (at(1537)["ffn"] - at(1535)["ffn"])
+  rest = lambda n: at(n)["total"] - at(n)["attention_core"]
+  assert at(4607)["attention_core"] < rest(4607) and at(4609)["attention_core"] > rest(4609)
