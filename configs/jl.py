@@ -65,5 +65,5 @@ def get_config(arg=None):
     c.projection.grid_points = 8
     c.lsh.update(dataset="gaussian", points=200, pairs=200, bits=(16, 64))
     c.svd.update(dataset="gaussian", points=300, rank=5, sketch=(5, 10), power_iters=(0,))
-    c.head.update(lengths=(16, 32), max_size=16, steps=50)
+    c.head.update(lengths=(16,), max_size=8, steps=50)
   return c

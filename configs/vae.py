@@ -34,7 +34,7 @@ def get_config(arg=None):
 
   # Adam as in the IWAE paper (beta2=0.999, eps=1e-4), lr 1e-3 cosine-decayed.
   c.train = trainer.default_train_config(
-      num_steps=3000, batch_size=100, log_every=100, eval_every=500, checkpoint_every=1000)
+      num_steps=2000, batch_size=100, log_every=100, eval_every=500, checkpoint_every=1000)
   c.optimizer = trainer.default_optimizer_config(name="adam", learning_rate=1e-3, schedule="cosine")
   c.optimizer.kwargs.eps = 1e-4
 
@@ -56,9 +56,9 @@ def get_config(arg=None):
   if "smoke" in variants:
     c.data.name = "digits"
     c.data.pixel_scale = 16.0
-    c.model.num_layers, c.model.train_ks = (1,), (1, 5)
+    c.model.num_layers, c.model.train_ks = (1,), (5,)
     c.train.num_steps, c.train.batch_size = 20, 16
-    c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 10, 10, 20
+    c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 10, 20, 20
     c.eval.test_size, c.eval.num_samples, c.eval.chunk_size = 20, 100, 50
     c.eval.batch_size, c.eval.bound_ks = 10, (1, 5, 50)
     c.eval.during_train_images, c.eval.during_train_samples = 10, 10

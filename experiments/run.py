@@ -117,12 +117,31 @@ def _fmt(value):
   return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def initialize_distributed() -> None:
+  """Multi-host: one process per host, joined through jax.distributed.
+
+  Set LMSYS_COORDINATOR (host:port), LMSYS_NUM_PROCESSES and LMSYS_PROCESS_ID
+  (scripts/launch_multihost.py does this for local processes), or
+  LMSYS_DISTRIBUTED=auto on clusters JAX detects itself (TPU pods, SLURM).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get("LMSYS_DISTRIBUTED") == "auto":
+    jax.distributed.initialize()
+  elif os.environ.get("LMSYS_COORDINATOR"):
+    jax.distributed.initialize(os.environ["LMSYS_COORDINATOR"],
+                               num_processes=int(os.environ["LMSYS_NUM_PROCESSES"]),
+                               process_id=int(os.environ["LMSYS_PROCESS_ID"]))
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  import jax  # pylint: disable=g-import-not-at-top
   try:
     config, path, arg, workdir = parse_args(argv)
     module = load_experiment(config)
     module.validate(config)
+    if jax.process_count() > 1 and not workdir:
+      raise ConfigError("--workdir is required for multi-host runs (all hosts must share it)")
     workdir = workdir or default_workdir(path, arg)
     config_json = config_lib.to_json_dict(config)
     old_config_path = os.path.join(workdir, "config.json")
@@ -133,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
 
-  os.makedirs(workdir, exist_ok=True)
-  metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
-  print(f"workdir: {workdir}", flush=True)
-  with metrics_lib.Writer(workdir) as writer:
+  primary = jax.process_index() == 0
+  if primary:
+    os.makedirs(workdir, exist_ok=True)
+    metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
+    print(f"workdir: {workdir}", flush=True)
+  with metrics_lib.Writer(workdir, enabled=primary) as writer:
     try:
       results = module.run(config, workdir, writer)
     except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
@@ -145,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as e:
       print(f"error: {e}", file=sys.stderr)
       return 3
-  metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
-  print(format_results(results))
-  print(f"workdir: {workdir}")
+  if primary:
+    metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
+    print(format_results(results))
+    print(f"workdir: {workdir}")
   return 0
 
 
 if __name__ == "__main__":
+  initialize_distributed()
   sys.exit(main())

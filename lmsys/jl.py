@@ -240,12 +240,17 @@ def low_rank_error(x, u, s, vt):
 
 # ---------------------------------------------------------------- head size
 
-def attention_logits(params, inverse_temperature):
-  """Cosine attention: tau <q_i / |q_i|, k_j / |k_j|>. Unit rows bound the logits, so a sharp
-  pattern needs nearly orthogonal vectors, which is where JL's log L comes in (with free
-  norms, d = 2 already realises any argmax pattern: keys on a circle)."""
-  q = params["q"] / jnp.linalg.norm(params["q"], axis=-1, keepdims=True)
-  k = params["k"] / jnp.linalg.norm(params["k"], axis=-1, keepdims=True)
+def attention_logits(params, inverse_temperature, head_size):
+  """Cosine attention: tau <q_i / |q_i|, k_j / |k_j|>, on the first head_size columns.
+
+  Unit rows bound the logits, so a sharp pattern needs nearly orthogonal vectors, which is
+  where JL's log L comes in (with free norms, d = 2 already realises any argmax pattern:
+  keys on a circle). Columns >= head_size are masked so that nearby sizes share one compile.
+  """
+  mask = (jnp.arange(params["q"].shape[-1]) < head_size).astype(params["q"].dtype)
+  q, k = params["q"] * mask, params["k"] * mask
+  q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+  k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
   return inverse_temperature * q @ k.T
 
 
@@ -258,16 +263,18 @@ def fit_attention_pattern(key, targets, head_size: int, inverse_temperature: flo
   whose argmax is the target, "loss"} after training.
   """
   length = targets.shape[0]
+  width = max(8, 1 << (int(head_size) - 1).bit_length())  # power-of-two bucket, masked to head_size
   key_q, key_k = jax.random.split(key)
-  params = {"q": jax.random.normal(key_q, (length, head_size)),
-            "k": jax.random.normal(key_k, (length, head_size))}
-  return _fit_attention(params, jnp.asarray(targets), float(inverse_temperature), optimizer, num_steps)
+  params = {"q": jax.random.normal(key_q, (length, width)),
+            "k": jax.random.normal(key_k, (length, width))}
+  return _fit_attention(params, jnp.asarray(targets), float(inverse_temperature), int(head_size),
+                        optimizer, num_steps)
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "num_steps"))
-def _fit_attention(params, targets, inverse_temperature, optimizer, num_steps):
+def _fit_attention(params, targets, inverse_temperature, head_size, optimizer, num_steps):
   def loss_fn(p):
-    logits = attention_logits(p, inverse_temperature)
+    logits = attention_logits(p, inverse_temperature, head_size)
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
   def step(carry, _):
@@ -277,7 +284,7 @@ def _fit_attention(params, targets, inverse_temperature, optimizer, num_steps):
     return (optax.apply_updates(p, updates), opt_state), loss
 
   (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=num_steps)
-  logits = attention_logits(params, inverse_temperature)
+  logits = attention_logits(params, inverse_temperature, head_size)
   weights = jax.nn.softmax(logits, -1)
   rows = jnp.arange(targets.shape[0])
   return {"target_weight": weights[rows, targets].mean(),

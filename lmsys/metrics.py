@@ -26,16 +26,21 @@ def _to_float(value):
 class Writer:
   """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
+    """`enabled=False` (non-primary hosts of a multi-host run) writes nothing."""
     self.workdir = workdir
+    self._jsonl = self._tb = None
+    if not enabled:
+      return
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict | None = None, **more) -> None:
+    if self._jsonl is None:
+      return
     values = {k: _to_float(v) for k, v in {**(metrics or {}), **more}.items()}
     self._jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self._jsonl.flush()
@@ -45,11 +50,15 @@ class Writer:
           self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
   def flush(self):
+    if self._jsonl is None:
+      return
     self._jsonl.flush()
     if self._tb is not None:
       self._tb.flush()
 
   def close(self):
+    if self._jsonl is None:
+      return
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()

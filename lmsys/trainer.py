@@ -186,6 +186,13 @@ def train(config, workdir: str, writer, *,
     state = jax.jit(init_state, out_shardings=state_shardings)(init_key)
   start = int(state["step"])
 
+  def host_local(tree):
+    # Replicated arrays of a multi-host mesh as this host's copy, so eval code
+    # can mix them with host numpy arrays.
+    if jax.process_count() == 1:
+      return tree
+    return jax.tree.map(lambda a: a.addressable_data(0), tree)
+
   def check_finite(state):
     bad = int(state["nonfinite_step"])
     if bad >= 0:
@@ -210,40 +217,39 @@ def train(config, workdir: str, writer, *,
              dynamic_ncols=True, unit="step")
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0 = 0, None
-  with jax.set_mesh(mesh):
-    for step in range(start, num_steps):
-      batch = put_batch(batch_fn(step))
-      state, metrics = update(state, batch)
-      done = step + 1
-      bar.update(1)
-      if t0 is None:  # exclude compilation from the throughput figure
-        jax.block_until_ready(metrics)
-        t0 = time.perf_counter()
-      else:
-        timed_steps += 1
-      is_last = done == num_steps
-      if done % tc.log_every == 0 or is_last:
-        check_finite(state)
-        train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
-        writer.write(done, _write_split(name, "train"), train_metrics, steps_per_second=rate)
-        bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
-      if eval_fn is not None and (done % tc.eval_every == 0 or is_last):
-        check_finite(state)
-        eval_metrics = {k: float(v) for k, v in eval_fn(state["params"]).items()}
-        writer.write(done, _write_split(name, "eval"), eval_metrics)
-      if done % tc.checkpoint_every == 0 or is_last:
-        check_finite(state)
-        checkpoint.save(mngr, done, state, meta)
+  for step in range(start, num_steps):
+    batch = put_batch(batch_fn(step))
+    state, metrics = update(state, batch)
+    done = step + 1
+    bar.update(1)
+    if t0 is None:  # exclude compilation from the throughput figure
+      jax.block_until_ready(metrics)
+      t0 = time.perf_counter()
+    else:
+      timed_steps += 1
+    is_last = done == num_steps
+    if done % tc.log_every == 0 or is_last:
+      check_finite(state)
+      train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
+      writer.write(done, _write_split(name, "train"), train_metrics, steps_per_second=rate)
+      bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
+    if eval_fn is not None and (done % tc.eval_every == 0 or is_last):
+      check_finite(state)
+      eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
+      writer.write(done, _write_split(name, "eval"), eval_metrics)
+    if done % tc.checkpoint_every == 0 or is_last:
+      check_finite(state)
+      checkpoint.save(mngr, done, state, meta)
   bar.close()
   if timed_steps:
     jax.block_until_ready(state)
   steps_per_second = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
 
   if start >= num_steps and eval_fn is not None:  # resumed a finished run: report, don't retrain
-    eval_metrics = {k: float(v) for k, v in eval_fn(state["params"]).items()}
+    eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
   mngr.wait_until_finished()
   mngr.close()
   writer.flush()
-  return TrainResult(params=state["params"], step=int(state["step"]), train_metrics=train_metrics,
+  return TrainResult(params=host_local(state["params"]), step=int(state["step"]), train_metrics=train_metrics,
                      eval_metrics=eval_metrics, steps_per_second=steps_per_second)

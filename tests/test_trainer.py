@@ -111,3 +111,19 @@ def test_optimizer_by_name_schedule_clip_and_decay():
   np.testing.assert_allclose(updates["w"], 0.0)
   assert isinstance(trainer.make_optimizer(config_lib.load_config_file(MLP_CONFIG).optimizer, 10),
                     optax.GradientTransformation)
+
+
+def test_two_local_hosts_match_one_host(tmp_path):
+  """jax.distributed on localhost: 2 processes x 1 device == 1 process x 2 devices."""
+  sys.path.insert(0, str(REPO / "scripts"))
+  import launch_multihost  # pylint: disable=g-import-not-at-top
+  args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32",
+          "--config.train.num_steps=20", "--config.train.log_every=1"]
+  hosts = launch_multihost.launch(args + [f"--workdir={tmp_path / 'hosts'}"], num_processes=2)
+  assert all(r.returncode == 0 for r in hosts), hosts[0].stderr[-2000:] + hosts[1].stderr[-2000:]
+  single = run_cli(args + [f"--workdir={tmp_path / 'single'}"],
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert single.returncode == 0, single.stderr
+  loss = lambda d: analysis.load_run(str(d)).metrics.query("split == 'train'")["loss"].to_numpy()
+  np.testing.assert_allclose(loss(tmp_path / "hosts"), loss(tmp_path / "single"), rtol=1e-5, atol=1e-6)
+  assert analysis.load_run(str(tmp_path / "hosts")).checkpoint_steps() == [10, 20]

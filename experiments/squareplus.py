@@ -1,0 +1,131 @@
+"""Note 8: SquarePlus constants, speed, and its effect on trained models (configs/squareplus.py).
+
+The trained models are other experiments' own: the MLP of configs/mlp.py through
+experiments.mlp.train_classifier, and, where configs/attention_lm.py exists with a
+`model.activation` key, that experiment's `run`, each once per activation at equal steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from lmsys import activations, metrics, squareplus
+from lmsys.config import ConfigError, check_positive_int, get, load_config_file
+
+
+def validate(config) -> None:
+  for key in ("speed.size", "speed.repeats", "mlp.num_steps", "attention_lm.num_steps"):
+    check_positive_int(config, key)
+  for key in ("speed.activations", "mlp.activations", "attention_lm.activations"):
+    for name in get(config, key):
+      if name not in activations.ACTIVATIONS:
+        raise ConfigError(f"config key '{key}': unknown activation {name!r} "
+                          f"(known: {', '.join(activations.ACTIVATIONS)})")
+  from experiments import mlp  # pylint: disable=g-import-not-at-top
+  for act in config.mlp.activations:
+    for seed in config.mlp.seeds:
+      mlp.validate(mlp_config(config, act, seed))
+
+
+def mlp_config(config, activation: str, seed: int):
+  c = load_config_file(config.mlp.config, config.mlp.variant or None)
+  c.data.name = config.mlp.dataset
+  c.model.activation = activation
+  c.seed = seed
+  c.train.num_steps = config.mlp.num_steps
+  c.train.eval_every = c.train.checkpoint_every = config.mlp.num_steps
+  c.train.progress_bar = False
+  return c
+
+
+def run_mlp(config, workdir, writer):
+  from experiments import mlp  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for act in config.mlp.activations:
+    runs = [mlp.train_classifier(mlp_config(config, act, seed), workdir, writer, name=f"mlp_{act}_seed{seed}")
+            for seed in config.mlp.seeds]
+    row = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    if len(runs) > 1:
+      row["test_accuracy_std"] = float(np.std([r["test_accuracy"] for r in runs]))
+    row["seeds"] = len(runs)
+    rows[act] = row
+    writer.write(config.mlp.num_steps, f"mlp/{act}", row)
+  return rows
+
+
+def run_attention_lm(config, workdir):
+  """The char LM of configs/attention_lm.py per FFN activation, or why it was not run."""
+  cfg = config.attention_lm
+  if not cfg.activations:
+    return {"skipped": "no activations configured"}
+  if not os.path.isfile(cfg.config):
+    return {"skipped": f"{cfg.config} does not exist"}
+  rows = {}
+  for act in cfg.activations:
+    c = load_config_file(cfg.config, cfg.variant or None)
+    if get(c, "model.activation") is None:
+      return {"skipped": f"{cfg.config} has no model.activation key"}
+    c.model.activation = act
+    c.train.num_steps = cfg.num_steps
+    c.train.progress_bar = False
+    module = importlib.import_module(f"experiments.{c.experiment}")
+    module.validate(c)
+    subdir = os.path.join(workdir, "attention_lm", act)
+    with metrics.Writer(subdir) as sub_writer:
+      result = module.run(c, subdir, sub_writer)
+    metrics.write_json(os.path.join(subdir, "results.json"), result)
+    rows[act] = result
+  return rows
+
+
+def speed_figure(speed, mlp_rows):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  names = list(speed)
+  x = np.arange(len(names))
+  a.bar(x - 0.2, [speed[n]["forward_ratio_to_relu"] for n in names], 0.4, label="forward")
+  a.bar(x + 0.2, [speed[n]["forward_backward_ratio_to_relu"] for n in names], 0.4, label="forward+backward")
+  a.set_xticks(x, names, rotation=20)
+  a.set(ylabel="time / relu time", title="activation speed")
+  a.legend(fontsize=8)
+  acts = list(mlp_rows)
+  b.bar(np.arange(len(acts)), [mlp_rows[k]["test_accuracy"] for k in acts])
+  low = min(mlp_rows[k]["test_accuracy"] for k in acts)
+  b.set_ylim(max(0.0, low - 0.02), min(1.0, max(mlp_rows[k]["test_accuracy"] for k in acts) + 0.01))
+  b.set_xticks(np.arange(len(acts)), acts, rotation=20)
+  b.set(ylabel="test accuracy", title="MLP at equal steps")
+  return fig
+
+
+def curve_figure(const):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  xs = np.linspace(-6, 6, 601)
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  a.plot(xs, squareplus.softplus_np(xs), "k", label="softplus")
+  for b_value, label in ((0.0, "b=0 (relu)"), (const["minimax_b"], "b=minimax"),
+                         (const["b_min_above_softplus"], "b=4 log^2 2"), (4.0, "b=4")):
+    a.plot(xs, squareplus.squareplus_np(xs, b_value), label=label)
+    if b_value > 0:
+      b.plot(xs, squareplus.gap(xs, b_value), label=label)
+  b.axhline(0, color="k", lw=0.8)
+  a.legend(fontsize=8)
+  b.set(title="squareplus - softplus")
+  b.legend(fontsize=8)
+  return fig
+
+
+def run(config, workdir, writer) -> dict:
+  const = squareplus.constants()
+  writer.write(0, "constants", const)
+  metrics.save_figure(curve_figure(const), workdir, "squareplus_vs_softplus")
+  speed = squareplus.benchmark_activations(config.speed.activations, size=config.speed.size,
+                                           repeats=config.speed.repeats)
+  for name, row in speed.items():
+    writer.write(0, f"speed/{name}", row)
+  mlp_rows = run_mlp(config, workdir, writer)
+  metrics.save_figure(speed_figure(speed, mlp_rows), workdir, "speed_and_mlp")
+  return {"constants": const, "speed": speed, "mlp": mlp_rows,
+          "attention_lm": run_attention_lm(config, workdir)}
