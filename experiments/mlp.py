@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import activations, data, trainer
+from lmsys import activations, analysis, data, metrics, trainer
 from lmsys.config import ConfigError, data_dir, get
 from lmsys.models.mlp import MLP
 
@@ -85,4 +86,9 @@ def train_classifier(config, workdir, writer, name: str = "") -> dict:
 
 
 def run(config, workdir, writer) -> dict:
-  return {config.data.name: train_classifier(config, workdir, writer)}
+  results = {config.data.name: train_classifier(config, workdir, writer)}
+  writer.flush()
+  curves = analysis.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  title = f"MLP{tuple(config.model.hidden)} {config.model.activation} on {config.data.name}"
+  metrics.save_figure(analysis.plot_curves(curves, title=title), workdir, "curves")
+  return results

@@ -87,3 +87,22 @@ def load_runs(directory: str) -> pd.DataFrame:
 
 def _scalar(value):
   return tuple(value) if isinstance(value, list) else value
+
+
+def plot_curves(metrics: pd.DataFrame, names=("loss", "accuracy"), title: str = ""):
+  """One panel per metric name, one line per split: the usual training figure."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg", force=False)
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = [n for n in names if n in metrics.columns]
+  fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.2), squeeze=False)
+  for ax, metric in zip(axes[0], names):
+    for split, frame in metrics.dropna(subset=[metric]).groupby("split"):
+      ax.plot(frame["step"], frame[metric], label=split)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.legend()
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return fig
