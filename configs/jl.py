@@ -46,8 +46,8 @@ def get_config(arg=None):
   c.lsh = ml_collections.ConfigDict(dict(
       dataset="fashion_mnist", points=5000, pairs=3000, bits=(8, 16, 32, 64, 128, 256, 512, 1024)))
   c.svd = ml_collections.ConfigDict(dict(
-      dataset="fashion_mnist", points=10000, rank=20, sketch=(20, 22, 25, 30, 40, 60, 80, 120, 160),
-      power_iters=(0, 1, 2)))
+      dataset="fashion_mnist", points=10000, rank=20, sketch=(20, 25, 30, 40, 60, 100, 160),
+      power_iters=(0, 1)))
 
   # Head size: Q, K in R^{L x d} free, rows normalised, logits = tau cos(q_i, k_j) with
   # tau = inverse_temperature_per_log_length * log L; target: key targets[i] ~ U{0..L-1} for

@@ -190,7 +190,8 @@ def run_head_size(config, writer):
 
     start = time.time()
     d_min, _ = jl.smallest_head_size(fit, lower, head.max_size)
-    lower = d_min or lower  # longer sequences need at least as many dimensions
+    # Longer sequences need about as many dimensions or more: start the next search just below.
+    lower = max(1, d_min - 2) if d_min else lower
     row = {"L": length, "tau": tau, "d_min": d_min, "note_8.33_logL": 8.33 * math.log(length),
            "d_min_over_logL": d_min / math.log(length) if d_min else None,
            "target_weight_at_d_min": results[d_min]["target_weight"] if d_min else None,

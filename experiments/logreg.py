@@ -102,7 +102,8 @@ def fit_sklearn_lda(config, x, y, num_classes, **_):
 def _full_log_proba(model, xs, num_classes):
   """sklearn's log-probabilities, with classes absent from train at ~0 probability."""
   out = np.full((len(xs), num_classes), -30.0)
-  out[:, model.classes_] = np.maximum(model.predict_log_proba(xs), -30.0)
+  with np.errstate(divide="ignore"):  # a probability of exactly 0 is clipped, not an error
+    out[:, model.classes_] = np.maximum(model.predict_log_proba(xs), -30.0)
   return out
 
 
@@ -205,13 +206,13 @@ def accuracy_figure(results, methods):
       test_acc = [results[n][regime][method]["test_acc"] for n in names]
       train_acc = [results[n][regime][method]["train_acc"] for n in names]
       bars = ax.bar(pos, test_acc, width, label=method)
-      ax.bar(pos, np.subtract(train_acc, test_acc), width, bottom=test_acc, fill=False, hatch="//",
+      ax.bar(pos, np.maximum(np.subtract(train_acc, test_acc), 0), width, bottom=test_acc, fill=False, hatch="//",
              edgecolor=bars.patches[0].get_facecolor(), linewidth=0)
     ax.set_xticks(np.arange(len(names)), [n.replace("fewclue/", "") for n in names], rotation=20)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"training rows: {regime} (hatched: train - test gap)")
     ax.grid(axis="y", alpha=0.3)
-  axes[0, 0].legend(ncol=len(methods), fontsize=8, loc="lower left")
+  axes[0, 0].legend(ncol=len(methods), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.12))
   fig.tight_layout()
   return fig

@@ -174,6 +174,25 @@ def _samples_figure(models, side):
   return fig
 
 
+def markdown_table(results: dict) -> str:
+  """The results table of docs/results/vae.md: bounds and estimates as NLL (nats, lower is better)."""
+  ks = sorted(int(key.split("_")[1]) for key in next(iter(results["models"].values()))
+              if key.startswith("iwae_") and not key.endswith("_se"))
+  n = results["num_samples"]
+  head = (["model", "-ELBO"] + [f"-IWAE_{k}" for k in ks if k > 1]
+          + [f"NLL (k={n:,}) ± se", "ELBO gap", "min ESS", "train s", "eval img/s",
+             "IWAE paper, MNIST (other dataset)"])
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, r in results["models"].items():
+    paper = r.get("paper_mnist_nll")
+    cells = ([name, f"{-r['iwae_1']:.2f}"] + [f"{-r[f'iwae_{k}']:.2f}" for k in ks if k > 1]
+             + [f"{r['nll']:.2f} ± {r['log_px_se']:.2f}", f"{r['gap_elbo_to_log_px']:.2f}",
+                f"{r['min_ess']:.1f}", f"{r['train_seconds']:.0f}", f"{r['eval_images_per_second']:.1f}",
+                "—" if paper is None else f"{paper:.2f}"])
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def run(config, workdir, writer) -> dict:
   results, models = {}, {}
   for name, layers, k in run_names(config):
@@ -184,9 +203,12 @@ def run(config, workdir, writer) -> dict:
   metrics.save_figure(_curves_figure(workdir, list(results)), workdir, "training_curves")
   side = int(round(np.sqrt(next(iter(models.values()))[0].input_size)))
   metrics.save_figure(_samples_figure(models, side), workdir, "samples")
-  return {
+  out = {
       "dataset": config.data.name,
       "test_images": int(len(_dataset(config)[1])),
       "num_samples": ev.num_samples,
       "models": results,
   }
+  with open(os.path.join(workdir, "table.md"), "w") as f:
+    f.write(markdown_table(out))
+  return out

@@ -160,7 +160,7 @@ def _key_mask(mask, k):
   return mask.astype(k.dtype)[:, :, None, None]
 
 
-def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=128):
+def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=64):
   """out_i = phi(q_i) sum_j phi(k_j)^T v_j / phi(q_i) sum_j phi(k_j), j <= i if causal.
 
   phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv].
@@ -239,7 +239,7 @@ def softmax_attention(q, k, v, *, causal=False, mask=None, rng=None, scale=None,
 
 
 def linear_attention(q, k, v, *, causal=False, mask=None, rng=None, feature_map="elu",
-                     chunk_size=128):
+                     chunk_size=64):
   """Linear transformer attention with phi = elu+1 or relu."""
   del rng
   phi = _linear_map(feature_map)
@@ -248,7 +248,7 @@ def linear_attention(q, k, v, *, causal=False, mask=None, rng=None, feature_map=
 
 
 def favor_attention(q, k, v, *, causal=False, mask=None, rng=None, num_features=256,
-                    orthogonal=True, projection=None, scale=None, chunk_size=128):
+                    orthogonal=True, projection=None, scale=None, chunk_size=64):
   """Performer FAVOR+: positive (orthogonal) random features; needs rng or projection."""
   phi_q, phi_k = _favor_pair(q, k, mask, rng, num_features, orthogonal, projection, scale)
   return linear_attention_from_features(phi_q, phi_k, v, causal=causal, mask=mask,
@@ -256,7 +256,7 @@ def favor_attention(q, k, v, *, causal=False, mask=None, rng=None, num_features=
 
 
 def taylor_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
-                     chunk_size=128):
+                     chunk_size=64):
   """Order-P Taylor features of exp (dimension sum_m D^m: small D and P only)."""
   del rng
   root = math.sqrt(_default_scale(q, scale))
@@ -266,7 +266,7 @@ def taylor_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, sca
 
 
 def limit_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
-                    chunk_size=128):
+                    chunk_size=64):
   """(1 + q.k/P)^P features (dimension (D+1)^P: small D and P only)."""
   del rng
   root = math.sqrt(_default_scale(q, scale))

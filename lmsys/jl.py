@@ -293,8 +293,8 @@ def _fit_attention(params, targets, inverse_temperature, head_size, optimizer, n
 
 
 def smallest_head_size(fit, lo: int, hi: int):
-  """Bisection for the smallest d in [lo, hi] with fit(d) True, assuming monotone success.
-  Returns (d or None if fit(hi) fails, {d: fit result})."""
+  """Smallest d in [lo, hi] with fit(d) True, assuming success is monotone in d: doubling
+  from lo (cheap small fits first), then bisection. Returns (d or None, {d: fit(d)})."""
   tried = {}
 
   def ok(d):
@@ -302,12 +302,15 @@ def smallest_head_size(fit, lo: int, hi: int):
       tried[d] = bool(fit(d))
     return tried[d]
 
-  if not ok(hi):
-    return None, tried
-  while lo < hi:
-    mid = (lo + hi) // 2
+  good = lo
+  while not ok(good):
+    if good >= hi:
+      return None, tried
+    lo, good = good + 1, min(2 * good, hi)
+  while lo < good:
+    mid = (lo + good) // 2
     if ok(mid):
-      hi = mid
+      good = mid
     else:
       lo = mid + 1
-  return hi, tried
+  return good, tried

@@ -12,12 +12,15 @@ from lmsys import attention as A
 from lmsys import flops
 from lmsys.models import transformer as T
 
+# favor's draw (the rng path) is tested once below; elsewhere a fixed
+# projection saves compiling the draw into every test (seconds each on CPU).
+_PROJECTION = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+
 KINDS = [
     ("softmax", {}),
     ("linear", {"feature_map": "elu"}),
     ("linear", {"feature_map": "relu"}),
-    ("favor", {"num_features": 32, "orthogonal": True}),
-    ("favor", {"num_features": 12, "orthogonal": False}),
+    ("favor", {"projection": _PROJECTION}),
     ("taylor", {"order": 2}),
     ("taylor", {"order": 3}),
     ("limit", {"order": 2}),
@@ -26,23 +29,26 @@ KINDS = [
 
 
 def _qkv(seed=0, batch=2, length=23, heads=3, dim=4, value_dim=5, dtype=jnp.float32):
-  r = jax.random.split(jax.random.PRNGKey(seed), 3)
-  q = jax.random.normal(r[0], (batch, length, heads, dim), dtype)
-  k = jax.random.normal(r[1], (batch, length, heads, dim), dtype)
-  v = jax.random.normal(r[2], (batch, length, heads, value_dim), dtype)
-  return q, k, v
+  # numpy draws: jax.random would compile a new sampler for every shape.
+  rng = np.random.default_rng(seed)
+  q, k = (rng.normal(size=(batch, length, heads, dim)) for _ in range(2))
+  v = rng.normal(size=(batch, length, heads, value_dim))
+  return tuple(jnp.asarray(x, dtype) for x in (q, k, v))
 
 
 def _attend_and_reference(q, k, v, kind, params, causal, mask, rng, chunk_size=5):
   """Both evaluated in one jit (eager dispatch of many small ops is slow)."""
   def both(q, k, v, mask, rng):
-    out = A.attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, chunk_size=chunk_size, **params)
-    ref = A.reference_attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, **params)
+    kw = dict(params)
+    if "projection" in kw:
+      kw["projection"] = jnp.asarray(kw["projection"], q.dtype)
+    out = A.attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, chunk_size=chunk_size, **kw)
+    ref = A.reference_attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng, **kw)
     return out, ref
   return jax.jit(both)(q, k, v, mask, rng)
 
 
-@pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p))
+@pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p)[:40])
 def test_attend_matches_quadratic_reference(kind, params):
   # Odd-order truncations can drive a normaliser near zero (see the module
   # docstring), which would turn float32 rounding into large output errors;
@@ -59,7 +65,7 @@ def test_attend_matches_quadratic_reference(kind, params):
       np.testing.assert_allclose(out, ref, atol=tol * float(jnp.abs(ref).max()), rtol=0)
 
 
-@pytest.mark.parametrize("kind,params", KINDS[:4] + [("taylor", {"order": 2})], ids=str)
+@pytest.mark.parametrize("kind,params", KINDS[:4] + [("taylor", {"order": 2})], ids=lambda p: str(p)[:40])
 def test_padded_keys_and_future_keys_are_invisible(kind, params):
   q, k, v = _qkv(1)
   mask = jnp.arange(23)[None] < 17
@@ -75,6 +81,16 @@ def test_padded_keys_and_future_keys_are_invisible(kind, params):
   assert not np.allclose(out[:, 11:17], out3[:, 11:17])
 
 
+@pytest.mark.parametrize("orthogonal", [True, False])
+def test_favor_draw_from_rng_matches_reference(orthogonal):
+  q, k, v = _qkv()
+  params = {"num_features": 12, "orthogonal": orthogonal}
+  out, ref = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.PRNGKey(1))
+  np.testing.assert_allclose(out, ref, atol=2e-5 * float(jnp.abs(ref).max()))
+  other, _ = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.PRNGKey(2))
+  assert not np.allclose(out, other)   # a new rng is a new draw
+
+
 def test_cross_attention_shapes_and_reference():
   q, _, _ = _qkv(2, length=7)
   _, k, v = _qkv(3, length=19)
@@ -88,7 +104,7 @@ def test_cross_attention_shapes_and_reference():
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_taylor_and_limit_features_give_the_implicit_kernel(order):
   with enable_x64():
-    x = jax.random.normal(jax.random.PRNGKey(order), (2, 6, 3), jnp.float64)
+    x = jnp.asarray(np.random.default_rng(order).normal(size=(2, 6, 3)))
     q, k = x[0], x[1]
     dots = q @ k.T
     taylor = A.taylor_features(q, order) @ A.taylor_features(k, order).T
@@ -109,7 +125,7 @@ def test_odd_orders_go_negative_even_orders_do_not():
 @pytest.mark.parametrize("orthogonal", [False, True])
 def test_favor_is_unbiased(orthogonal):
   dim, num_features, draws = 4, 8, 4000
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, dim)) * 0.6
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, dim)) * 0.6, jnp.float32)
   q, k = x[0], x[1]
   exact = jnp.exp(q @ k.T)
 
@@ -127,7 +143,7 @@ def test_favor_is_unbiased(orthogonal):
 
 
 def test_orthogonal_projection_rows_are_orthogonal_within_blocks():
-  w = A.favor_projection(jax.random.PRNGKey(0), 10, 4, orthogonal=True)
+  w = jax.jit(lambda r: A.favor_projection(r, 10, 4, orthogonal=True))(jax.random.PRNGKey(0))
   assert w.shape == (10, 4)
   block = w[:4] / jnp.linalg.norm(w[:4], axis=1, keepdims=True)
   np.testing.assert_allclose(block @ block.T, np.eye(4), atol=1e-5)
@@ -136,8 +152,8 @@ def test_orthogonal_projection_rows_are_orthogonal_within_blocks():
 def test_favor_is_stable_for_large_inputs():
   q, k, v = _qkv(4)
   q, k = q * 30, k * 30    # exp(w.x) overflows float32 without the offsets
-  out = jax.jit(lambda q, k, v: A.attend(q, k, v, kind="favor", causal=True, rng=jax.random.PRNGKey(0),
-                                         num_features=16))(q, k, v)
+  out = jax.jit(lambda q, k, v: A.attend(q, k, v, kind="favor", causal=True,
+                                         projection=jnp.asarray(_PROJECTION)))(q, k, v)
   assert bool(jnp.isfinite(out).all())
 
 
@@ -200,7 +216,7 @@ def test_flop_counter_matches_xla_layer(n, activation, kind):
   h, d = 4, 32
   layer = T.EncoderLayer(h, d, attention=kind, activation=activation)
   x = jnp.ones((1, n, h * d))
-  params = layer.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(layer.init)(jax.random.PRNGKey(0), x)
   measured = _xla_flops(lambda p, x: layer.apply(p, x), params, x)
   predicted = flops.layer_flops(n, h, d, 4, kind, activation=activation)["total"]
   assert abs(predicted / measured - 1) < 0.05, (predicted, measured)

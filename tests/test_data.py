@@ -210,3 +210,20 @@ def test_subsample_and_standardize():
   train, test = data.standardize(np.array([[1.0], [3.0]]), np.array([[2.0]]))
   np.testing.assert_allclose(train[:, 0], [-1, 1], atol=1e-5)
   np.testing.assert_allclose(test, [[0.0]], atol=1e-6)
+
+
+def test_check_available_is_cheap_and_names_what_is_missing(tmp_path):
+  data.check_available("digits")
+  _write_fashion(str(tmp_path))
+  data.check_available("fashion_mnist", str(tmp_path))
+  with pytest.raises(ConfigError, match="missing"):
+    os.remove(tmp_path / "t10k-images-idx3-ubyte.gz")
+    data.check_available("fashion_mnist", str(tmp_path))
+  (tmp_path / "fewclue" / "tnews").mkdir(parents=True)
+  (tmp_path / "fewclue" / "tnews" / "train_few_all.json").write_text("")
+  with pytest.raises(ConfigError, match="dev_few_all.json"):
+    data.check_available("fewclue/tnews", str(tmp_path))
+  with pytest.raises(ConfigError, match="tfds/absent"):
+    data.check_available("tfds/absent", str(tmp_path))
+  with pytest.raises(ConfigError, match="unknown dataset"):
+    data.check_available("mnist_typo")

@@ -1,0 +1,94 @@
+"""lmsys.models.transformer: layers take any attention kind; causal and padding hold."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmsys.models import transformer as T
+
+KINDS = [("softmax", {}), ("linear", {"chunk_size": 4}), ("favor", {"num_features": 8, "chunk_size": 4}),
+         ("taylor", {"order": 2, "chunk_size": 4})]
+
+
+@pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p))
+def test_causal_lm_is_causal_and_trains(kind, params):
+  model = T.CausalLM(vocab_size=11, max_length=16, num_layers=2, num_heads=2, head_dim=4,
+                     attention=kind, attention_params=params)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 10)), jnp.int32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
+
+  @jax.jit
+  def logits_and_grad(variables, ids):
+    def loss(v):
+      logits = model.apply(v, ids)
+      return -jnp.mean(jax.nn.log_softmax(logits[:, :-1])[
+          jnp.arange(2)[:, None], jnp.arange(9)[None], ids[:, 1:]]), logits
+    (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(variables)
+    return logits, value, grads
+
+  logits, value, grads = logits_and_grad(variables, ids)
+  assert logits.shape == (2, 10, 11) and np.isfinite(float(value))
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree_util.tree_leaves(grads))
+  changed = ids.at[:, 6:].set((ids[:, 6:] + 1) % 11)
+  logits2, _, _ = logits_and_grad(variables, changed)
+  np.testing.assert_allclose(logits[:, :6], logits2[:, :6], atol=1e-5)
+  assert not np.allclose(logits[:, 6:], logits2[:, 6:])
+
+
+def test_encoder_decoder_layers_cross_attention_and_padding():
+  enc_layer = T.Encoder(num_layers=1, num_heads=2, head_dim=4, attention="linear")
+  dec_layer = T.Decoder(num_layers=1, num_heads=2, head_dim=4, attention="softmax")
+  rng = np.random.default_rng(1)
+  src = jnp.asarray(rng.normal(size=(2, 7, 8)), jnp.float32)
+  tgt = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+  src_mask = jnp.asarray([[True] * 7, [True] * 4 + [False] * 3])
+
+  def forward(src, tgt):
+    enc_vars = enc_layer.init(jax.random.PRNGKey(0), src, src_mask)
+    encoded = enc_layer.apply(enc_vars, src, src_mask)
+    dec_vars = dec_layer.init(jax.random.PRNGKey(1), tgt, encoded, encoded_mask=src_mask)
+    return encoded, dec_layer.apply(dec_vars, tgt, encoded, encoded_mask=src_mask)
+
+  forward = jax.jit(forward)
+  encoded, out = forward(src, tgt)
+  assert encoded.shape == (2, 7, 8) and out.shape == (2, 5, 8)
+  # Padded source positions change neither the encoding of real ones nor the decoder.
+  encoded2, out2 = forward(src.at[1, 4:].set(100.0), tgt)
+  np.testing.assert_allclose(encoded[1, :4], encoded2[1, :4], atol=1e-4)
+  np.testing.assert_allclose(out, out2, atol=1e-4)
+
+
+def test_dropout_and_favor_redraw_follow_flags():
+  model = T.CausalLM(vocab_size=7, max_length=8, num_layers=1, num_heads=2, head_dim=4,
+                     attention="favor", attention_params={"num_features": 8}, dropout_rate=0.5,
+                     positions="sinusoidal")
+  ids = jnp.zeros((1, 8), jnp.int32)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
+
+  @jax.jit
+  def apply(variables, key, deterministic_key):
+    fixed = model.apply(variables, ids)
+    train = model.apply(variables, ids, deterministic=False,
+                        rngs={"dropout": key, "attention": key})
+    redraw = model.apply(variables, ids, rngs={"attention": key})
+    redraw_same = model.apply(variables, ids, rngs={"attention": deterministic_key})
+    return fixed, model.apply(variables, ids), train, redraw, redraw_same
+
+  fixed, fixed_again, train, redraw, redraw_same = apply(variables, jax.random.PRNGKey(1),
+                                                         jax.random.PRNGKey(1))
+  np.testing.assert_allclose(fixed, fixed_again)
+  assert not np.allclose(fixed, train)
+  assert not np.allclose(fixed, redraw)      # a new projection draw
+  np.testing.assert_allclose(redraw, redraw_same)
+
+
+def test_sinusoidal_positions_and_intermediates():
+  table = T.sinusoidal_positions(10, 6)
+  assert table.shape == (10, 6) and np.allclose(table[0, 1::2], 1) and np.allclose(table[0, 0::2], 0)
+  mha = T.MultiHeadAttention(num_heads=2, head_dim=3)
+  x = jnp.ones((1, 5, 4))
+  variables = mha.init(jax.random.PRNGKey(0), x)
+  out, state = mha.apply(variables, x, mutable=["intermediates"])
+  q, k = state["intermediates"]["qk"][0]
+  assert out.shape == (1, 5, 4) and q.shape == (1, 5, 2, 3) and k.shape == (1, 5, 2, 3)
