@@ -225,11 +225,12 @@ def tails_figure(rows):
 def projection_figure(curves):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   cases = sorted({(num, eps) for _, num, eps in curves})
+  names = sorted({name for name, _, _ in curves})
   fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
   for ax, (num, eps) in zip(axes[0], cases):
-    for i, ((name, n2, e2), (grid, worst)) in enumerate(sorted(curves.items())):
+    for (name, n2, e2), (grid, worst) in sorted(curves.items()):
       if (n2, e2) == (num, eps):
-        ax.plot(grid, np.median(worst, 0), color=f"C{i}", label=name)
+        ax.plot(grid, np.median(worst, 0), color=f"C{names.index(name)}", label=f"{name} (median of trials)")
     ax.axhline(eps, color="k", lw=0.8)
     for const, style in ((16.0, ":"), (24.0, "--")):
       ax.axvline(jl.jl_dim_bound(num, eps, const), color="gray", ls=style, label=f"{const:g} log N / eps^2")

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from lmsys import activations, metrics, squareplus
+from lmsys import activations, data, metrics, squareplus
 from lmsys.config import ConfigError, check_positive_int, get, load_config_file
 
 
@@ -33,6 +33,11 @@ def validate(config) -> None:
 def mlp_config(config, activation: str, seed: int):
   c = load_config_file(config.mlp.config, config.mlp.variant or None)
   c.data.name = config.mlp.dataset
+  if config.mlp.data_dir:
+    c.data.data_dir = config.mlp.data_dir
+  elif config.mlp.dataset == "fashion_mnist":
+    # experiments.mlp falls back to $LMSYS_DATA_DIR (the FewCLUE root), which has no IDX files.
+    c.data.data_dir = data.FASHION_MNIST_DIR
   c.model.activation = activation
   c.seed = seed
   c.train.num_steps = config.mlp.num_steps
@@ -69,7 +74,14 @@ def run_attention_lm(config, workdir):
     if get(c, "model.activation") is None:
       return {"skipped": f"{cfg.config} has no model.activation key"}
     c.model.activation = act
-    c.train.num_steps = cfg.num_steps
+    c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = cfg.num_steps
+    if get(c, "kinds") is not None:
+      missing = [k for k in cfg.kinds if k not in c.kinds]
+      if missing:
+        raise ConfigError(f"config key 'attention_lm.kinds': {missing} not in {cfg.config}'s kinds")
+      c.kinds = {k: c.kinds[k].to_dict() for k in cfg.kinds}
+    if get(c, "contexts") is not None:
+      c.contexts = tuple(cfg.contexts)
     c.train.progress_bar = False
     module = importlib.import_module(f"experiments.{c.experiment}")
     module.validate(c)

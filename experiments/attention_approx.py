@@ -1,0 +1,174 @@
+"""Kernel / output error of feature maps vs dimension, and ranks (configs/attention_approx.py)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmsys import attention as A
+from lmsys import metrics, trainer
+from lmsys.config import ConfigError, check_dir, data_dir
+from experiments import attention_lm
+
+
+def validate(config) -> None:
+  trainer.validate_config(config)
+  check_dir(data_dir(config), "data.data_dir")
+  if any(not isinstance(p, int) or p < 1 for p in config.orders):
+    raise ConfigError(f"config key 'orders': expected positive integers, got {config.orders!r}")
+  if any(not isinstance(m, int) or m < 1 for m in config.favor_dims):
+    raise ConfigError(f"config key 'favor_dims': expected positive integers, got {config.favor_dims!r}")
+  if config.tokens_per_batch % config.context:
+    raise ConfigError("config key 'context': must divide tokens_per_batch")
+
+
+def _errors(q, k, v, causal, kind, **params):
+  """Relative Frobenius errors of the kernel and of the output vs softmax, and sign statistics."""
+  exact_k = A.kernel_matrix(q, k, kind="softmax")
+  approx_k = A.kernel_matrix(q, k, kind=kind, **params)
+  allowed = jnp.tril(jnp.ones(exact_k.shape[-2:], bool)) if causal else jnp.ones(exact_k.shape[-2:], bool)
+  diff = jnp.where(allowed, approx_k - exact_k, 0)
+  kernel_err = jnp.linalg.norm(diff) / jnp.linalg.norm(jnp.where(allowed, exact_k, 0))
+  exact = A.reference_attend(q, k, v, kind="softmax", causal=causal)
+  approx = A.reference_attend(q, k, v, kind=kind, causal=causal, **params)
+  output_err = jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)
+  normaliser = jnp.where(allowed, approx_k, 0).sum(-1)
+  return {"kernel_rel_error": float(kernel_err), "output_rel_error": float(output_err),
+          "negative_kernel_fraction": float((jnp.where(allowed, approx_k, 1) < 0).mean()),
+          "negative_normaliser_fraction": float((normaliser <= 0).mean())}
+
+
+def error_table(config, q, k, v, causal, rng):
+  """One row per (method, dimension)."""
+  d = q.shape[-1]
+  rows = []
+  for order in config.orders:
+    for kind in ("taylor", "limit"):
+      row = _errors(q, k, v, causal, kind, order=order)
+      rows.append({"method": f"{kind} P={order}", "family": kind, "feature_dim": A.feature_dim(kind, d, order=order), **row})
+  for orthogonal in (False, True):
+    for m in config.favor_dims:
+      draws = []
+      for i in range(config.favor_draws):
+        projection = A.favor_projection(jax.random.fold_in(rng, 1000 * m + i), m, d, orthogonal)
+        draws.append(_errors(q, k, v, causal, "favor", projection=projection))
+      mean = {key: float(np.mean([dr[key] for dr in draws])) for key in draws[0]}
+      family = "favor_orthogonal" if orthogonal else "favor_iid"
+      rows.append({"method": f"{family} m={m}", "family": family, "feature_dim": m, **mean})
+  row = _errors(q, k, v, causal, "linear", feature_map="elu")
+  rows.append({"method": "linear elu+1 (not an exp estimate)", "family": "linear", "feature_dim": d, **row})
+  return rows
+
+
+def rank_table(config, q, k, rng):
+  """Numerical rank of bidirectional attention matrices, first batch row and head.
+
+  (Causal attention matrices are lower triangular with a positive diagonal,
+  hence always full rank: the cap on rank only shows without the mask.)
+  """
+  q, k = q[:1, :, :1], k[:1, :, :1]
+  n, d = q.shape[1], q.shape[-1]
+  m = config.rank_favor_dim
+  projection = A.favor_projection(rng, m, d, True)
+  cases = [("softmax", {}, math.inf), ("linear", {"feature_map": "elu"}, d),
+           ("favor", {"projection": projection}, m)]
+  cases += [("taylor", {"order": p}, A.feature_dim("taylor", d, order=p)) for p in config.orders[:2]]
+  cases += [("limit", {"order": p}, A.feature_dim("limit", d, order=p)) for p in config.orders[:2]]
+  rows = []
+  for kind, params, dim in cases:
+    matrix = A.attention_matrix(q, k, kind=kind, **params)[0, 0]
+    label = kind + "".join(f" {key}={val}" for key, val in params.items() if key != "projection")
+    if kind == "favor":
+      label += f" m={m}"
+    rows.append({"attention": label, "feature_dim": None if dim == math.inf else dim, "n": n,
+                 "rank_bound": n if dim == math.inf else min(n, dim),
+                 "numerical_rank": A.numerical_rank(matrix, config.rank_rtol)})
+  return rows
+
+
+def trained_qk(config, workdir, writer):
+  """Trains the softmax char-LM briefly and returns q, k of every layer on held-out text."""
+  from lmsys import text_lm  # pylint: disable=g-import-not-at-top
+  model, result = attention_lm.train_lm(config, workdir, writer, "softmax", {}, config.context, "lm")
+  text = attention_lm.corpus(config)
+  windows = text_lm.heldout_windows(text.heldout, config.context, config.data.heldout_windows)
+  _, state = jax.jit(lambda p, w: model.apply({"params": p}, w[:, :-1], mutable=["intermediates"]))(
+      result.params, windows)
+  layers = state["intermediates"]["decoder"]
+  qks = [layers[name]["self_attention"]["qk"][0] for name in sorted(layers) if name.startswith("layer_")]
+  return qks, result
+
+
+def run(config, workdir, writer) -> dict:
+  rng = jax.random.PRNGKey(config.seed)
+  r = config.random
+  keys = jax.random.split(rng, 4)
+  q, k, v = (jax.random.normal(key, (1, r.length, r.heads, r.head_dim)) for key in keys[:3])
+  results = {"random": {"shape": dict(r), "errors": error_table(config, q, k, v, False, keys[3]),
+                        "ranks": rank_table(config, q, k, keys[3])}}
+
+  qks, lm = trained_qk(config, workdir, writer)
+  results["trained"] = {"model": dict(config.model), "context": config.context, "lm_steps": lm.step,
+                        "lm_heldout_bits_per_char": lm.eval_metrics.get("bits_per_char"), "layers": {}}
+  for i, (tq, tk) in enumerate(qks):
+    tv = jax.random.normal(jax.random.fold_in(keys[2], i), tq.shape)
+    dots = jnp.einsum("bqhd,bkhd->bhqk", tq, tk) / math.sqrt(tq.shape[-1])
+    results["trained"]["layers"][f"layer_{i}"] = {
+        "scaled_dot_std": float(dots.std()), "scaled_dot_max": float(jnp.abs(dots).max()),
+        "errors_causal": error_table(config, tq, tk, tv, True, jax.random.fold_in(keys[3], i)),
+        "ranks": rank_table(config, tq, tk, keys[3])}
+  for source, rows in [("random", results["random"]["errors"])] + [
+      (f"trained/{name}", layer["errors_causal"]) for name, layer in results["trained"]["layers"].items()]:
+    for row in rows:
+      writer.write(int(row["feature_dim"]), f"{source}/{row['method']}", row)
+  results["winner_at_equal_dimension"] = _winners(results)
+  _figure(results, workdir)
+  return results
+
+
+def _winners(results):
+  """For each deterministic map's dimension, the family with the smallest output error near it."""
+  out = {}
+  for source, rows in [("random", results["random"]["errors"])] + [
+      (f"trained/{k}", v["errors_causal"]) for k, v in results["trained"]["layers"].items()]:
+    verdicts = []
+    for row in rows:
+      if row["family"] not in ("taylor", "limit"):
+        continue
+      dim = row["feature_dim"]
+      favor = [x for x in rows if x["family"] == "favor_orthogonal"]
+      nearest = min(favor, key=lambda x: abs(math.log(x["feature_dim"] / dim)))
+      verdicts.append({"method": row["method"], "feature_dim": dim,
+                       "output_rel_error": row["output_rel_error"],
+                       "favor_orthogonal_m": nearest["feature_dim"],
+                       "favor_output_rel_error": nearest["output_rel_error"],
+                       "better": row["method"] if row["output_rel_error"] < nearest["output_rel_error"]
+                                 else f"favor_orthogonal m={nearest['feature_dim']}"})
+    out[source] = verdicts
+  return out
+
+
+def _figure(results, workdir):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  sources = [("random q, k", results["random"]["errors"])]
+  layers = results["trained"]["layers"]
+  if layers:
+    name = sorted(layers)[-1]
+    sources.append((f"trained LM q, k ({name}, causal)", layers[name]["errors_causal"]))
+  fig, axes = plt.subplots(1, len(sources), figsize=(6 * len(sources), 4.2), squeeze=False)
+  for ax, (title, rows) in zip(axes[0], sources):
+    for family, style in (("favor_iid", "o--"), ("favor_orthogonal", "o-"), ("taylor", "s-"),
+                          ("limit", "^-"), ("linear", "x")):
+      pts = [(x["feature_dim"], x["output_rel_error"]) for x in rows if x["family"] == family]
+      if pts:
+        ax.loglog(*zip(*pts), style, label=family)
+    ax.set_xlabel("feature dimension")
+    ax.set_ylabel("relative error of the attention output")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+  metrics.save_figure(fig, workdir, "attention_approx")
