@@ -186,7 +186,7 @@ def markdown_table(results: dict) -> str:
   for name, r in results["models"].items():
     paper = r.get("paper_mnist_nll")
     cells = ([name, f"{-r['iwae_1']:.2f}"] + [f"{-r[f'iwae_{k}']:.2f}" for k in ks if k > 1]
-             + [f"{r['nll']:.2f} ± {r['log_px_se']:.2f}", f"{r['gap_elbo_to_log_px']:.2f}",
+             + [f"{r['nll']:.2f} ± {r['log_px_se']:.3f}", f"{r['gap_elbo_to_log_px']:.2f}",
                 f"{r['min_ess']:.1f}", f"{r['train_seconds']:.0f}", f"{r['eval_images_per_second']:.1f}",
                 "—" if paper is None else f"{paper:.2f}"])
     lines.append("| " + " | ".join(cells) + " |")

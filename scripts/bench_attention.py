@@ -29,15 +29,17 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from lmsys import attention as A  # pylint: disable=g-import-not-at-top
 
 
-def kernels(on_gpu: bool):
+def kernels(on_gpu: bool, chunk: int):
   """name -> (fn(q, k, v) builder taking causal, dtype or None for the run's dtype)."""
   rng = jax.random.PRNGKey(0)
   specs = {
       "softmax": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="softmax", causal=c), None),
-      "linear_elu": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="linear", causal=c), None),
+      "linear_elu": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="linear", causal=c,
+                                                        chunk_size=chunk), None),
       "favor_256": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="favor", causal=c, rng=rng,
-                                                       num_features=256), None),
-      "taylor_2": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="taylor", causal=c, order=2), None),
+                                                       num_features=256, chunk_size=chunk), None),
+      "taylor_2": (lambda c: lambda q, k, v: A.attend(q, k, v, kind="taylor", causal=c, order=2,
+                                                      chunk_size=chunk), None),
   }
   if hasattr(jax.nn, "dot_product_attention"):
     specs["softmax_xla_fused"] = (lambda c: lambda q, k, v: jax.nn.dot_product_attention(
@@ -45,8 +47,8 @@ def kernels(on_gpu: bool):
     if on_gpu:
       specs["softmax_cudnn_bf16"] = (lambda c: lambda q, k, v: jax.nn.dot_product_attention(
           q, k, v, is_causal=c, implementation="cudnn"), jnp.bfloat16)
-      specs["linear_elu_bf16"] = (lambda c: lambda q, k, v: A.attend(q, k, v, kind="linear", causal=c),
-                                  jnp.bfloat16)
+      specs["linear_elu_bf16"] = (lambda c: lambda q, k, v: A.attend(q, k, v, kind="linear", causal=c,
+                                                                     chunk_size=chunk), jnp.bfloat16)
   return specs
 
 
@@ -73,18 +75,19 @@ def main(argv=None):
   parser.add_argument("--max_temp_gb", type=float, default=4.0)
   parser.add_argument("--max_seconds", type=float, default=20.0)
   parser.add_argument("--taylor_max_length", type=int, default=8192)
+  parser.add_argument("--chunk_size", type=int, default=64, help="causal chunk of the linear kinds")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
 
   device = jax.devices()[0]
   on_gpu = device.platform == "gpu"
-  specs = kernels(on_gpu)
+  specs = kernels(on_gpu, args.chunk_size)
   if args.kernels:
     specs = {k: v for k, v in specs.items() if k in args.kernels.split(",")}
   lengths = [int(n) for n in args.lengths.split(",")]
   base_dtype = jnp.dtype(args.dtype)
   print(f"device: {device.device_kind} ({device.platform}); jax {jax.__version__}; "
-        f"h={args.heads} d={args.head_dim} batch 1", flush=True)
+        f"h={args.heads} d={args.head_dim} batch 1; causal chunk {args.chunk_size}", flush=True)
 
   rows, slow = [], set()
   for n in lengths:
@@ -152,7 +155,7 @@ def main(argv=None):
   print("\nratios:")
   for k, v in ratios.items():
     print(f"  {k}: {v:.2f}")
-  result = {"device": device.device_kind, "platform": device.platform, "jax": jax.__version__,
+  result = {"chunk_size": args.chunk_size, "device": device.device_kind, "platform": device.platform, "jax": jax.__version__,
             "heads": args.heads, "head_dim": args.head_dim, "rows": rows, "ratios": ratios}
   if args.json:
     with open(args.json, "w") as f:
