@@ -103,6 +103,12 @@ def trained_qk(config, workdir, writer):
 
 
 def run(config, workdir, writer) -> dict:
+  # Full float32 products: on GPUs the default (TF32) would blur ranks and small errors.
+  with jax.default_matmul_precision("highest"):
+    return _run(config, workdir, writer)
+
+
+def _run(config, workdir, writer) -> dict:
   rng = jax.random.PRNGKey(config.seed)
   r = config.random
   keys = jax.random.split(rng, 4)

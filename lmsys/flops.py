@@ -65,7 +65,7 @@ def layer_multiplications(n, num_heads, head_dim, ffn_ratio=4, kind="softmax", f
 # ---------------------------------------------------------------- FLOPs (XLA's conventions)
 
 def attention_core_flops(n, num_heads, head_dim, kind="softmax", *, causal=False, feature_dim=None,
-                         feature_map="elu", chunk_size=128, batch=1):
+                         feature_map="elu", chunk_size=64, batch=1):
   """FLOPs of `lmsys.attention.attend` on [batch, n, h, d] q, k, v (self-attention)."""
   d = head_dim
   per_head = 0.0  # per (token, head)
