@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from lmsys import activations, analysis, data, metrics, trainer
-from lmsys.config import ConfigError, data_dir, get
+from lmsys.config import ConfigError
 from lmsys.models.mlp import MLP
 
 
@@ -23,7 +23,9 @@ def _load(name: str, directory: str | None, seed: int):
 
 
 def _dataset(config):
-  return _load(config.data.name, data_dir(config) or None, config.seed)
+  # Only an explicit data.data_dir is passed: each loader has its own default
+  # (Fashion-MNIST's Debian path, $LMSYS_DATA_DIR for FewCLUE).
+  return _load(config.data.name, config.data.data_dir or None, config.seed)
 
 
 def validate(config) -> None:
