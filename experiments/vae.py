@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmsys import data, iwae, metrics, trainer
-from lmsys.config import ConfigError, data_dir
+from lmsys.config import ConfigError
 from lmsys.models import vae
 
 # IWAE paper (Burda et al. 2015, table 1), MNIST test NLL in nats, k=5000 estimate.
@@ -46,7 +46,9 @@ def _load(name, directory, pixel_scale, test_size, seed):
 
 
 def _dataset(config):
-  return _load(config.data.name, data_dir(config) or None, float(config.data.pixel_scale),
+  # Only an explicit data.data_dir is passed: each loader has its own default
+  # (fashion_mnist: the Debian dataset directory), which $LMSYS_DATA_DIR must not override.
+  return _load(config.data.name, config.data.data_dir or None, float(config.data.pixel_scale),
                int(config.eval.test_size), int(config.data.binarize_seed))
 
 

@@ -1,5 +1,6 @@
 """Note 6: the importance-sampling estimator of log p(x) against exact densities."""
 
+import json
 import os
 
 import jax
@@ -180,14 +181,15 @@ def test_memory_does_not_grow_with_num_samples():
 
 # --- The experiment, end to end (smoke variant). ---
 
-def test_experiment_smoke(tmp_path):
+def test_experiment_smoke(tmp_path, repo_root):
   from experiments import run  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "vae")
-  run.main(["--config", "configs/vae.py:smoke", "--workdir", workdir])
-  import json  # pylint: disable=g-import-not-at-top
+  assert run.main([f"--config={repo_root}/configs/vae.py:smoke", f"--workdir={workdir}"]) == 0
   results = json.load(open(os.path.join(workdir, "results.json")))
   (r,) = results["models"].values()
   assert np.isfinite(r["log_px"]) and r["log_px"] < 0
   assert r["iwae_1"] <= r["log_px"] + 3 * r["log_px_se"] + 3 * r["iwae_1_se"]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "L1_k5"))
-  assert os.path.isfile(os.path.join(workdir, "figures", "bound_gap_vs_k.png"))
+  for figure in ("bound_gap_vs_k", "training_curves", "samples"):
+    assert os.path.isfile(os.path.join(workdir, "figures", f"{figure}.png"))
+  assert "| L1_k5 |" in open(os.path.join(workdir, "table.md")).read()
