@@ -216,7 +216,7 @@ def train(config, workdir: str, writer, *,
   bar = tqdm(total=num_steps, initial=start, disable=not show_bar, desc=name or "train",
              dynamic_ncols=True, unit="step")
   train_metrics, eval_metrics = {}, {}
-  timed_steps, t0 = 0, None
+  timed_steps, t0, paused = 0, None, 0.0  # steps/s excludes eval and checkpoint pauses
   for step in range(start, num_steps):
     batch = put_batch(batch_fn(step))
     state, metrics = update(state, batch)
@@ -231,20 +231,24 @@ def train(config, workdir: str, writer, *,
     if done % tc.log_every == 0 or is_last:
       check_finite(state)
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
+      rate = timed_steps / (time.perf_counter() - t0 - paused) if timed_steps else float("nan")
       writer.write(done, _write_split(name, "train"), train_metrics, steps_per_second=rate)
       bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
     if eval_fn is not None and (done % tc.eval_every == 0 or is_last):
       check_finite(state)
+      pause_start = time.perf_counter()
       eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
       writer.write(done, _write_split(name, "eval"), eval_metrics)
+      paused += time.perf_counter() - pause_start
     if done % tc.checkpoint_every == 0 or is_last:
       check_finite(state)
+      pause_start = time.perf_counter()
       checkpoint.save(mngr, done, state, meta)
+      paused += time.perf_counter() - pause_start
   bar.close()
   if timed_steps:
     jax.block_until_ready(state)
-  steps_per_second = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
+  steps_per_second = timed_steps / (time.perf_counter() - t0 - paused) if timed_steps else float("nan")
 
   if start >= num_steps and eval_fn is not None:  # resumed a finished run: report, don't retrain
     eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
