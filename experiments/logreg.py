@@ -11,19 +11,18 @@ the L2-regularised lbfgs fit are not, and need it to be fair.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from experiments.mlp import make_loss_fn
 from lmsys import data, logreg, trainer
-from lmsys.config import ConfigError, check_positive_int, data_dir, get
+from lmsys.config import ConfigError, check_positive_int, data_dir
 from lmsys.metrics import save_figure
+from lmsys.models.mlp import MLP
 
 METHODS = ("analytic", "mle", "mle_long", "sklearn_logreg", "sklearn_lda")
 
@@ -107,34 +106,21 @@ def _full_log_proba(model, xs, num_classes):
   return out
 
 
-class Linear(nn.Module):
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(self.num_classes)(x)
-
-
 def fit_mle(config, x, y, num_classes, *, workdir, writer, name, min_steps=0):
   """Softmax regression by the shared trainer: the note's GD baseline (`mle.epochs` epochs).
 
   `min_steps` > 0 trains at least that many steps (`mle_long`): on small
   training sets 10 epochs are a few hundred Adam steps, far from the MLE.
   """
-  model = Linear(num_classes)
+  model = MLP(hidden=(), num_classes=num_classes)  # no hidden layer: softmax regression
   run_config = config.copy_and_resolve_references()
   steps = max(math.ceil(config.mle.epochs * len(y) / config.train.batch_size), min_steps)
   run_config.train.num_steps = min(config.train.num_steps, steps)
 
-  def loss_fn(params, batch, rng):
-    del rng
-    lg = model.apply({"params": params}, batch["x"])
-    return optax.softmax_cross_entropy_with_integer_labels(lg, batch["y"]).mean(), {}
-
   result = trainer.train(
       run_config, workdir, writer,
       init_fn=lambda rng: model.init(rng, jnp.zeros((1, x.shape[1])))["params"],
-      loss_fn=loss_fn, batch_fn=data.make_batch_fn({"x": x, "y": y}, config.train.batch_size, config.seed),
+      loss_fn=make_loss_fn(model), batch_fn=data.make_batch_fn({"x": x, "y": y}, config.train.batch_size, config.seed),
       name=name)
   apply = jax.jit(lambda xs: model.apply({"params": result.params}, xs))
   predict = lambda xs: np.asarray(apply(jnp.asarray(xs)))

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from lmsys import activations, data, metrics, squareplus
+from lmsys import activations, metrics, squareplus
 from lmsys.config import ConfigError, check_positive_int, get, load_config_file
 
 
@@ -33,11 +33,7 @@ def validate(config) -> None:
 def mlp_config(config, activation: str, seed: int):
   c = load_config_file(config.mlp.config, config.mlp.variant or None)
   c.data.name = config.mlp.dataset
-  if config.mlp.data_dir:
-    c.data.data_dir = config.mlp.data_dir
-  elif config.mlp.dataset == "fashion_mnist":
-    # experiments.mlp falls back to $LMSYS_DATA_DIR (the FewCLUE root), which has no IDX files.
-    c.data.data_dir = data.FASHION_MNIST_DIR
+  c.data.data_dir = config.mlp.data_dir  # "" = the loader's own default
   c.model.activation = activation
   c.seed = seed
   c.train.num_steps = config.mlp.num_steps

@@ -3,7 +3,6 @@ validates, and (unless another test file already runs it) a smoke run end to end
 
 import json
 import os
-import pathlib
 
 import ml_collections
 import pytest

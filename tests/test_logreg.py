@@ -3,9 +3,7 @@
 import json
 import os
 
-import jax
 import numpy as np
-import pytest
 
 from lmsys import logreg
 

@@ -1,6 +1,5 @@
 """The shared trainer: exact resume after kill -9, multi-device equality, NaN guard."""
 
-import json
 import os
 import signal
 import subprocess
