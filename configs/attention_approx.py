@@ -15,11 +15,11 @@ of the attention matrices (softmax full rank, linear <= feature dimension).
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, steps=0)
   c = ml_collections.ConfigDict()
   c.experiment = "attention_approx"
   c.seed = 0
@@ -37,12 +37,12 @@ def get_config(arg=None):
                                            activation="gelu", dropout_rate=0.0))
   c.context = 128
   c.tokens_per_batch = 2048
-  c.train = trainer.default_train_config(
+  c.train = config_lib.train_defaults(
       num_steps=300, batch_size=16, log_every=50, eval_every=300, checkpoint_every=300)
-  c.optimizer = trainer.default_optimizer_config(
+  c.optimizer = config_lib.optimizer_defaults(
       name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=30, grad_clip_norm=1.0)
 
-  if "smoke" in variants:
+  if variants.smoke:
     c.random.length, c.random.heads = 32, 2
     c.favor_dims = (16, 64)
     c.favor_draws = 1
@@ -53,4 +53,6 @@ def get_config(arg=None):
     c.context, c.tokens_per_batch = 32, 128
     c.train.num_steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 4, 2, 4, 4
     c.optimizer.warmup_steps = 1
+  if variants.steps:  # :steps=N overrides the training length of any variant
+    c.train.num_steps = variants.steps
   return c

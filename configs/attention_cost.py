@@ -13,9 +13,11 @@ predicts (n > 2hd, n > 6hd, n > 16d) against the measured ones.
 
 import ml_collections
 
+from lmsys import config as config_lib
+
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False)
   c = ml_collections.ConfigDict()
   c.experiment = "attention_cost"
   c.seed = 0
@@ -29,7 +31,7 @@ def get_config(arg=None):
   c.max_score_bytes = 2 ** 30                # softmax core evaluated in head groups under this
   c.target_seconds = 1.5                     # repeats per measurement ~ target / first run time
   c.max_repeats = 10
-  if "smoke" in variants:
+  if variants.smoke:
     c.num_heads, c.head_dim = 2, 16
     c.lengths = (32, 64, 128)
     c.xla_check_lengths = (32,)

@@ -13,11 +13,11 @@ reports held-out bits per character and training tokens/s.
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, steps=0)
   c = ml_collections.ConfigDict()
   c.experiment = "attention_lm"
   c.seed = 0
@@ -47,12 +47,12 @@ def get_config(arg=None):
   c.contexts = (64, 256)
   c.tokens_per_batch = 1024       # batch size = tokens_per_batch // context: equal tokens per step
 
-  c.train = trainer.default_train_config(
+  c.train = config_lib.train_defaults(
       num_steps=200, batch_size=16, log_every=50, eval_every=200, checkpoint_every=200)
-  c.optimizer = trainer.default_optimizer_config(
+  c.optimizer = config_lib.optimizer_defaults(
       name="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=30, grad_clip_norm=1.0)
 
-  if "smoke" in variants:
+  if variants.smoke:
     c.data.max_documents = 2000
     c.data.heldout_windows = 4
     c.model.num_layers, c.model.num_heads, c.model.head_dim = 1, 2, 8
@@ -62,4 +62,6 @@ def get_config(arg=None):
     c.tokens_per_batch = 128
     c.train.num_steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 6, 3, 6, 6
     c.optimizer.warmup_steps = 2
+  if variants.steps:  # :steps=N overrides the training length of any variant
+    c.train.num_steps = variants.steps
   return c

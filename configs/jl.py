@@ -14,17 +14,17 @@ FewCLUE is read from data.data_dir or $LMSYS_DATA_DIR; its vectors are TF-IDF (c
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False)
   c = ml_collections.ConfigDict()
   c.experiment = "jl"
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.data_dir = ""  # FewCLUE root; "" = $LMSYS_DATA_DIR
+  c.data.data_dir = ""  # root holding fewclue/ (and fashion-mnist/); "" = $LMSYS_DATA_DIR, then defaults
   c.data.sets = ("gaussian", "fashion_mnist", "fewclue/tnews")
   c.data.gaussian_dim = 1024
   c.data.text = ml_collections.ConfigDict(dict(svd_dim=256, ngram_max=2))
@@ -55,9 +55,9 @@ def get_config(arg=None):
   c.head = ml_collections.ConfigDict(dict(
       lengths=(64, 128, 256, 512, 1024), inverse_temperature_per_log_length=2.0,
       success_weight=0.9, max_size=96, steps=500))
-  c.optimizer = trainer.default_optimizer_config(name="adam", learning_rate=0.05)
+  c.optimizer = config_lib.optimizer_defaults(name="adam", learning_rate=0.05)
 
-  if "smoke" in variants:
+  if variants.smoke:
     c.data.sets = ("gaussian",)
     c.data.gaussian_dim = 64
     c.tails.update(n=(16, 64), eps=(0.25, 0.5), samples=2000)

@@ -7,21 +7,22 @@ on full training data and on 1,000 training samples.
   python -m experiments.run --config configs/logreg.py:full     # + Fashion-MNIST and FewCLUE text features
   python -m experiments.run --config configs/logreg.py:smoke    # seconds, for tests
 
-`:full` reads Fashion-MNIST from data.fashion_mnist_dir (default
-/usr/share/datasets/fashion-mnist) and FewCLUE from data.data_dir or
-$LMSYS_DATA_DIR; FewCLUE train = train_few_all, test = dev_few_all.
+`:full` reads Fashion-MNIST from data.fashion_mnist_dir (default: $LMSYS_DATA_DIR
+if it holds it, else /usr/share/datasets/fashion-mnist) and FewCLUE from
+data.data_dir or $LMSYS_DATA_DIR; FewCLUE train = data.train_split
+(train_few_all), test = data.test_split (dev_few_all).
 """
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 BUNDLED = ("digits", "breast_cancer", "wine", "iris")
 FEWCLUE = ("fewclue/eprstmt", "fewclue/tnews", "fewclue/iflytek", "fewclue/csldcp")
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, full=False)
   c = ml_collections.ConfigDict()
   c.experiment = "logreg"
   c.seed = 0
@@ -29,7 +30,9 @@ def get_config(arg=None):
   c.data = ml_collections.ConfigDict()
   c.data.names = BUNDLED + ("synthetic",)
   c.data.data_dir = ""            # FewCLUE root; "" = $LMSYS_DATA_DIR
-  c.data.fashion_mnist_dir = ""   # "" = /usr/share/datasets/fashion-mnist
+  c.data.fashion_mnist_dir = ""   # "" = $LMSYS_DATA_DIR if it holds it, else /usr/share/datasets/fashion-mnist
+  c.data.train_split = "train_few_all"  # FewCLUE split files <split>.json: a user with the
+  c.data.test_split = "dev_few_all"     # public test set passes --config.data.test_split=test_public
   c.data.small_n = 1000           # the small-data regime; skipped where train has no more rows
   c.data.text = ml_collections.ConfigDict(dict(svd_dim=256, ngram_max=2, use_unlabeled=True))
   # Shared-covariance Gaussians, where the analytic rule is Bayes-optimal.
@@ -43,14 +46,14 @@ def get_config(arg=None):
   # mle_long: the same, but at least long_min_steps steps (10 epochs of a small set is a few
   # hundred steps, far from the maximum-likelihood solution the note compares against).
   c.mle = ml_collections.ConfigDict(dict(epochs=10, long_min_steps=3000))
-  c.train = trainer.default_train_config(
+  c.train = config_lib.train_defaults(
       num_steps=10**9,  # a cap: each model trains min(num_steps, ceil(epochs * N / batch)) steps
       batch_size=32, log_every=500, eval_every=10**9, checkpoint_every=10**9, progress_bar=False)
-  c.optimizer = trainer.default_optimizer_config(name="adam", learning_rate=1e-3)
+  c.optimizer = config_lib.optimizer_defaults(name="adam", learning_rate=1e-3)
 
-  if "full" in variants:
+  if variants.full:
     c.data.names = BUNDLED + ("synthetic", "fashion_mnist") + FEWCLUE
-  if "smoke" in variants:
+  if variants.smoke:
     c.data.names = ("iris", "synthetic")
     c.data.small_n = 200  # iris (112 train rows) runs only 'full'
     c.data.synthetic.update(dim=5, num_classes=3, num_train=300, num_test=500)

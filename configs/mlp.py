@@ -12,34 +12,38 @@ eval, non-finite guard). The activation is a config choice, which note 8
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, fashion_mnist=False, steps=0)
   c = ml_collections.ConfigDict()
   c.experiment = "mlp"
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
-  c.data.data_dir = ""  # "" = the loader's default (or $LMSYS_DATA_DIR)
+  c.data.data_dir = ""  # "" = $LMSYS_DATA_DIR if it holds the dataset, else the loader's default
+  c.data.train_split = "train_few_all"  # FewCLUE split files <split>.json (e.g. test_public)
+  c.data.test_split = "dev_few_all"
 
   c.model = ml_collections.ConfigDict()
   c.model.hidden = (128, 128)
   c.model.activation = "relu"
 
-  c.train = trainer.default_train_config(
+  c.train = config_lib.train_defaults(
       num_steps=2000, batch_size=64, log_every=50, eval_every=500, checkpoint_every=500)
-  c.optimizer = trainer.default_optimizer_config(name="adam", learning_rate=1e-3)
+  c.optimizer = config_lib.optimizer_defaults(name="adam", learning_rate=1e-3)
 
-  if "fashion_mnist" in variants:
+  if variants.fashion_mnist:
     c.data.name = "fashion_mnist"
     c.model.hidden = (256, 256)
     c.train.num_steps, c.train.batch_size = 5000, 128
     c.train.eval_every = c.train.checkpoint_every = 1000
-  if "smoke" in variants:
+  if variants.smoke:
     c.train.num_steps, c.train.batch_size = 20, 16
     c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 5, 10, 10
     c.model.hidden = (32,)
+  if variants.steps:  # :steps=N overrides the training length of any variant
+    c.train.num_steps = variants.steps
   return c

@@ -11,9 +11,11 @@ char LM of configs/attention_lm.py per FFN activation, where that config exists)
 
 import ml_collections
 
+from lmsys import config as config_lib
+
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, no_lm=False)
   c = ml_collections.ConfigDict()
   c.experiment = "squareplus"
   c.seed = 0
@@ -34,10 +36,10 @@ def get_config(arg=None):
       config="configs/attention_lm.py", variant="", num_steps=300, kinds=("softmax",), contexts=(64,),
       activations=("relu", "squareplus", "softplus", "gelu")))
 
-  if "smoke" in variants:
+  if variants.smoke:
     c.speed.update(size=1 << 16, repeats=2, activations=("relu", "squareplus"))
     c.mlp.update(variant="smoke", dataset="digits", num_steps=20, activations=("relu", "squareplus"), seeds=(0,))
     c.attention_lm.update(variant="smoke", num_steps=4, contexts=(16,), activations=("squareplus",))
-  if "no_lm" in variants:
+  if variants.no_lm:
     c.attention_lm.activations = ()
   return c

@@ -13,11 +13,11 @@ estimate of log p(x) with its standard error. Results: docs/results/vae.md.
 
 import ml_collections
 
-from lmsys import trainer
+from lmsys import config as config_lib
 
 
 def get_config(arg=None):
-  variants = set((arg or "").split(",")) - {""}
+  variants = config_lib.parse_arg(arg, smoke=False, digits=False, steps=0)
   c = ml_collections.ConfigDict()
   c.experiment = "vae"
   c.seed = 0
@@ -33,9 +33,9 @@ def get_config(arg=None):
   c.model.train_ks = (1, 5, 50)  # k=1: VAE; k>1: IWAE
 
   # Adam as in the IWAE paper (beta2=0.999, eps=1e-4), lr 1e-3 cosine-decayed.
-  c.train = trainer.default_train_config(
+  c.train = config_lib.train_defaults(
       num_steps=2000, batch_size=100, log_every=100, eval_every=500, checkpoint_every=1000)
-  c.optimizer = trainer.default_optimizer_config(name="adam", learning_rate=1e-3, schedule="cosine")
+  c.optimizer = config_lib.optimizer_defaults(name="adam", learning_rate=1e-3, schedule="cosine")
   c.optimizer.kwargs.eps = 1e-4
 
   c.eval = ml_collections.ConfigDict()
@@ -47,13 +47,13 @@ def get_config(arg=None):
   c.eval.during_train_images = 200  # cheap monitoring during training
   c.eval.during_train_samples = 50
 
-  if "digits" in variants:
+  if variants.digits:
     c.data.name = "digits"
     c.data.pixel_scale = 16.0
     c.train.num_steps, c.train.batch_size = 3000, 50
     c.eval.test_size = 450  # the whole digits test split
     c.eval.batch_size = 50
-  if "smoke" in variants:
+  if variants.smoke:
     c.data.name = "digits"
     c.data.pixel_scale = 16.0
     c.model.num_layers, c.model.train_ks = (1,), (5,)
@@ -62,4 +62,6 @@ def get_config(arg=None):
     c.eval.test_size, c.eval.num_samples, c.eval.chunk_size = 20, 100, 50
     c.eval.batch_size, c.eval.bound_ks = 10, (1, 5, 50)
     c.eval.during_train_images, c.eval.during_train_samples = 10, 10
+  if variants.steps:  # :steps=N overrides the training length of any variant
+    c.train.num_steps = variants.steps
   return c

@@ -9,14 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmsys import attention as A
-from lmsys import metrics, trainer
-from lmsys.config import ConfigError, check_dir, data_dir
-from experiments import attention_lm
+from lmsys import metrics, text_lm, trainer
+from lmsys.config import ConfigError
+from lmsys.tasks import lm
 
 
 def validate(config) -> None:
   trainer.validate_config(config)
-  check_dir(data_dir(config), "data.data_dir")
+  try:  # files only; the corpus is read by run()
+    text_lm.check_available(config.data.data_dir or None)
+  except ConfigError as e:
+    raise ConfigError(f"config key 'data.data_dir': {e}") from None
   if any(not isinstance(p, int) or p < 1 for p in config.orders):
     raise ConfigError(f"config key 'orders': expected positive integers, got {config.orders!r}")
   if any(not isinstance(m, int) or m < 1 for m in config.favor_dims):
@@ -36,8 +39,10 @@ def _errors(q, k, v, causal, kind, **params):
   approx = A.reference_attend(q, k, v, kind=kind, causal=causal, **params)
   output_err = jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)
   normaliser = jnp.where(allowed, approx_k, 0).sum(-1)
+  # Fractions over the visible (query, key) pairs only: a causal run's masked half is not a pair.
+  negative = jnp.where(allowed, approx_k < 0, False).sum() / (allowed.sum() * approx_k.size / allowed.size)
   return {"kernel_rel_error": float(kernel_err), "output_rel_error": float(output_err),
-          "negative_kernel_fraction": float((jnp.where(allowed, approx_k, 1) < 0).mean()),
+          "negative_kernel_fraction": float(negative),
           "negative_normaliser_fraction": float((normaliser <= 0).mean())}
 
 
@@ -91,9 +96,8 @@ def rank_table(config, q, k, rng):
 
 def trained_qk(config, workdir, writer):
   """Trains the softmax char-LM briefly and returns q, k of every layer on held-out text."""
-  from lmsys import text_lm  # pylint: disable=g-import-not-at-top
-  model, result = attention_lm.train_lm(config, workdir, writer, "softmax", {}, config.context, "lm")
-  text = attention_lm.corpus(config)
+  text = lm.load_corpus(config)
+  model, result = lm.train_lm(config, workdir, writer, text, "softmax", {}, config.context, "lm")
   windows = text_lm.heldout_windows(text.heldout, config.context, config.data.heldout_windows)
   _, state = jax.jit(lambda p, w: model.apply({"params": p}, w[:, :-1], mutable=["intermediates"]))(
       result.params, windows)
@@ -158,9 +162,7 @@ def _winners(results):
 
 
 def _figure(results, workdir):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   sources = [("random q, k", results["random"]["errors"])]
   layers = results["trained"]["layers"]
   if layers:

@@ -8,16 +8,14 @@ the bounds are the note's formulas, evaluated.
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import data, jl, trainer
-from lmsys.config import ConfigError, check_positive_int, data_dir
-from lmsys.metrics import save_figure
+from lmsys import data, jl, metrics, timing, trainer
+from lmsys.config import ConfigError, check_positive_int
 
 SETS = ("gaussian", "fashion_mnist", "fewclue/tnews")
 
@@ -28,7 +26,7 @@ def validate(config) -> None:
       raise ConfigError(f"config key 'data.sets': unknown set {name!r} (known: {', '.join(SETS)})")
     if name != "gaussian":
       try:
-        data.check_available(name, None if name == "fashion_mnist" else (data_dir(config) or None))
+        data.check_available(name, config.data.data_dir or None)
       except ConfigError as e:
         raise ConfigError(f"config key 'data.sets': {e}") from None
   for key in ("tails.samples", "projection.grid_points", "projection.block", "lsh.points",
@@ -48,34 +46,35 @@ def validate(config) -> None:
 
 # ---------------------------------------------------------------- data
 
-def load_points(config, name: str, num: int) -> np.ndarray:
-  """num distinct real vectors (rows) of set `name`, float32."""
+def load_points(config, name: str, num: int, sources: dict) -> np.ndarray:
+  """num distinct real vectors (rows) of set `name`, float32.
+
+  `sources` (one dict per run, passed explicitly) keeps each set's full array
+  once it is read, since several sections sample the same set.
+  """
   rng = np.random.default_rng(config.seed)
   if name == "gaussian":
     return rng.normal(size=(num, config.data.gaussian_dim)).astype(np.float32)
-  if name == "fashion_mnist":
-    x = data.load_arrays("fashion_mnist")["train"]["x"]
-  else:
-    x = _text_vectors(config, name.split("/", 1)[1])
-  x = np.unique(x, axis=0)  # exact duplicates have no distance ratio
+  if name not in sources:
+    if name == "fashion_mnist":
+      x = data.load_arrays("fashion_mnist", config.data.data_dir or None)["train"]["x"]
+    else:
+      x = _text_vectors(config, name.split("/", 1)[1])
+    sources[name] = np.unique(x, axis=0)  # exact duplicates have no distance ratio
+  x = sources[name]
   if len(x) < num:
     raise ConfigError(f"{name}: only {len(x)} distinct vectors, {num} requested")
   return x[np.sort(rng.permutation(len(x))[:num])]
 
 
-_TEXT_CACHE = {}
-
-
 def _text_vectors(config, task: str) -> np.ndarray:
   """TF-IDF + SVD features of the task's unlabeled sentences (the labelled splits are too small)."""
   from lmsys import text  # pylint: disable=g-import-not-at-top
-  if task not in _TEXT_CACHE:
-    directory = data_dir(config) or None
-    sentences = [data.fewclue_text(task, r) for r in data.load_fewclue(task, "unlabeled", directory)]
-    features, _ = text.fewclue_features(sentences, [], (), use_unlabeled=False, seed=config.seed,
-                                        **dict(config.data.text))
-    _TEXT_CACHE[task] = features[0]
-  return _TEXT_CACHE[task]
+  records = data.load_fewclue(task, "unlabeled", config.data.data_dir or None)
+  sentences = [data.fewclue_text(task, r) for r in records]
+  features, _ = text.fewclue_features(sentences, [], (), use_unlabeled=False, seed=config.seed,
+                                      **dict(config.data.text))
+  return features[0]
 
 
 # ---------------------------------------------------------------- sections
@@ -110,16 +109,16 @@ def projection_grid(num: int, eps: float, points: int):
   return grid[grid >= 1], top
 
 
-def run_projection(config, writer):
+def run_projection(config, writer, sources):
   rows, curves = {}, {}
   for set_index, name in enumerate(config.data.sets):
     for num, eps, trials in config.projection.cases:
-      x = load_points(config, name, num)
+      x = load_points(config, name, num, sources)
       grid, top = projection_grid(num, eps, config.projection.grid_points)
       key = jax.random.fold_in(jax.random.key(config.seed + 1), set_index * 1_000_003 + num * 7 + int(eps * 1000))
       gaussian = jax.random.normal(key, (trials, x.shape[1], top))
-      start = time.time()
-      worst, used, skipped = jl.pairwise_distortion(x, gaussian, grid, block=config.projection.block)
+      with timing.Stopwatch() as watch:
+        worst, used, skipped = jl.pairwise_distortion(x, gaussian, grid, block=config.projection.block)
       bound16 = int(math.ceil(jl.jl_dim_bound(num, eps, 16.0)))
       at = lambda n: worst[:, int(np.searchsorted(grid, n))]
       good = [jl.smallest_good_dim(grid, w, eps) for w in worst]
@@ -132,15 +131,15 @@ def run_projection(config, writer):
              "empirical_min_n_median": float(np.median(found)) if found else None,
              "empirical_min_n_max": max(found) if len(found) == trials else None,
              "grid_step": float(top / config.projection.grid_points),
-             "pairs": used, "pairs_skipped_too_close": skipped, "seconds": time.time() - start}
+             "pairs": used, "pairs_skipped_too_close": skipped, "seconds": watch.seconds}
       rows[f"{name},N={num},eps={eps}"] = row
       curves[(name, num, eps)] = (grid, worst)
       writer.write(num, f"projection/{name}/eps={eps}", {k: v for k, v in row.items() if k != "dataset"})
   return rows, curves
 
 
-def run_lsh(config, writer):
-  x = load_points(config, config.lsh.dataset, config.lsh.points)
+def run_lsh(config, writer, sources):
+  x = load_points(config, config.lsh.dataset, config.lsh.points, sources)
   x = x - x.mean(0)  # centred: cosines spread over (-1, 1) instead of all near 1 for images
   rng = np.random.default_rng(config.seed + 2)
   pairs = rng.integers(0, len(x), size=(config.lsh.pairs, 2))
@@ -151,23 +150,22 @@ def run_lsh(config, writer):
   return {f"bits={r['bits']}": r for r in rows}
 
 
-def run_svd(config, writer):
-  x = load_points(config, config.svd.dataset, config.svd.points)
+def run_svd(config, writer, sources):
+  x = load_points(config, config.svd.dataset, config.svd.points, sources)
   x = jnp.asarray(x - x.mean(0))
   rank = config.svd.rank
-  start = time.time()
-  singular = np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
-  exact_seconds = time.time() - start
+  with timing.Stopwatch() as exact_watch:
+    singular = np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
   best = float(np.sqrt(np.sum(singular[rank:] ** 2)))
   rows = {}
   for q in config.svd.power_iters:
     for sketch in config.svd.sketch:
-      start = time.time()
-      u, s, vt = jl.randomized_svd(jax.random.key(config.seed + 3), x, rank, sketch, q)
-      error = jl.low_rank_error(x, u, s, vt)
+      with timing.Stopwatch() as watch:
+        u, s, vt = jl.randomized_svd(jax.random.key(config.seed + 3), x, rank, sketch, q)
+        error = jl.low_rank_error(x, u, s, vt)
       row = {"power_iters": q, "sketch": sketch, "rank": rank, "error_over_best": error / best,
              "top_singular_value_rel_error": float(abs(s[0] - singular[0]) / singular[0]),
-             "seconds": time.time() - start, "exact_svd_seconds_float64": exact_seconds}
+             "seconds": watch.seconds, "exact_svd_seconds_float64": exact_watch.seconds}
       rows[f"q={q},sketch={sketch}"] = row
       writer.write(sketch, f"svd/power_iters={q}", row)
   return rows
@@ -188,8 +186,8 @@ def run_head_size(config, writer):
       results[d] = {k: float(v) for k, v in out.items()}
       return results[d]["target_weight"] >= head.success_weight
 
-    start = time.time()
-    d_min, _ = jl.smallest_head_size(fit, lower, head.max_size)
+    with timing.Stopwatch() as watch:
+      d_min, _ = jl.smallest_head_size(fit, lower, head.max_size)
     # Longer sequences need about as many dimensions or more: start the next search just below.
     lower = max(1, d_min - 2) if d_min else lower
     row = {"L": length, "tau": tau, "d_min": d_min, "note_8.33_logL": 8.33 * math.log(length),
@@ -197,7 +195,7 @@ def run_head_size(config, writer):
            "target_weight_at_d_min": results[d_min]["target_weight"] if d_min else None,
            "top1_at_d_min": results[d_min]["top1"] if d_min else None,
            "target_weight_at_d_min_minus_1": results.get((d_min or 0) - 1, {}).get("target_weight"),
-           "fits": len(results), "seconds": time.time() - start}
+           "fits": len(results), "seconds": watch.seconds}
     rows[f"L={length}"] = row
     writer.write(length, "head_size", row)
   return rows
@@ -206,7 +204,7 @@ def run_head_size(config, writer):
 # ---------------------------------------------------------------- figures
 
 def tails_figure(rows):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   eps_values = sorted({r["eps"] for r in rows.values()})
   for ax, lemma, title in ((axes[0], "norm", "P(| |u|^2 - 1 | >= eps)"), (axes[1], "inner", "P(|<u,v>| >= eps)")):
@@ -223,7 +221,7 @@ def tails_figure(rows):
 
 
 def projection_figure(curves):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   cases = sorted({(num, eps) for _, num, eps in curves})
   names = sorted({name for name, _, _ in curves})
   fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
@@ -241,7 +239,7 @@ def projection_figure(curves):
 
 
 def lsh_svd_figure(lsh_rows, svd_rows):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
   bits = [r["bits"] for r in lsh_rows.values()]
   a.plot(bits, [r["angle_rmse"] for r in lsh_rows.values()], "o-", label="angle RMSE")
@@ -258,7 +256,7 @@ def lsh_svd_figure(lsh_rows, svd_rows):
 
 
 def head_figure(rows):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.6))
   lengths = np.array([r["L"] for r in rows.values()])
   ax.plot(lengths, [r["d_min"] or np.nan for r in rows.values()], "o-", label="smallest d fitting (measured)")
@@ -269,26 +267,26 @@ def head_figure(rows):
 
 
 def run(config, workdir, writer) -> dict:
-  timings = {}
-  start = time.time()
-  tails = run_tails(config, writer)
-  timings["tails_s"] = time.time() - start
-  save_figure(tails_figure(tails), workdir, "tails")
+  timings, sources = {}, {}
+  with timing.Stopwatch() as watch:
+    tails = run_tails(config, writer)
+  timings["tails_s"] = watch.seconds
+  metrics.save_figure(tails_figure(tails), workdir, "tails")
 
-  start = time.time()
-  projection, curves = run_projection(config, writer)
-  timings["projection_s"] = time.time() - start
-  save_figure(projection_figure(curves), workdir, "projection")
+  with timing.Stopwatch() as watch:
+    projection, curves = run_projection(config, writer, sources)
+  timings["projection_s"] = watch.seconds
+  metrics.save_figure(projection_figure(curves), workdir, "projection")
 
-  start = time.time()
-  lsh = run_lsh(config, writer)
-  svd = run_svd(config, writer)
-  timings["lsh_svd_s"] = time.time() - start
-  save_figure(lsh_svd_figure(lsh, svd), workdir, "lsh_svd")
+  with timing.Stopwatch() as watch:
+    lsh = run_lsh(config, writer, sources)
+    svd = run_svd(config, writer, sources)
+  timings["lsh_svd_s"] = watch.seconds
+  metrics.save_figure(lsh_svd_figure(lsh, svd), workdir, "lsh_svd")
 
-  start = time.time()
-  head = run_head_size(config, writer)
-  timings["head_size_s"] = time.time() - start
-  save_figure(head_figure(head), workdir, "head_size")
+  with timing.Stopwatch() as watch:
+    head = run_head_size(config, writer)
+  timings["head_size_s"] = watch.seconds
+  metrics.save_figure(head_figure(head), workdir, "head_size")
   return {"tails": tails, "projection": projection, "lsh": lsh, "randomized_svd": svd,
           "head_size": head, "timings": timings}

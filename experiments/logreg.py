@@ -12,17 +12,15 @@ the L2-regularised lbfgs fit are not, and need it to be fair.
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.mlp import make_loss_fn
-from lmsys import data, logreg, trainer
-from lmsys.config import ConfigError, check_positive_int, data_dir
-from lmsys.metrics import save_figure
+from lmsys import data, logreg, metrics, timing, trainer
+from lmsys.config import ConfigError, check_positive_int
 from lmsys.models.mlp import MLP
+from lmsys.tasks import classification
 
 METHODS = ("analytic", "mle", "mle_long", "sklearn_logreg", "sklearn_lda")
 
@@ -43,15 +41,13 @@ def validate(config) -> None:
         check_positive_int(config, f"data.synthetic.{key}")
       continue
     try:  # names and files only: nothing is loaded or computed here
-      data.check_available(name, _data_dir_for(config, name))
+      data.check_available(name, _data_dir_for(config, name), **classification.data_options(config, name))
     except ConfigError as e:
       raise ConfigError(f"config key 'data.names': {e}") from None
 
 
 def _data_dir_for(config, name):
-  if name == "fashion_mnist":
-    return config.data.fashion_mnist_dir or None
-  return data_dir(config) or None
+  return (config.data.fashion_mnist_dir if name == "fashion_mnist" else config.data.data_dir) or None
 
 
 def load(config, name):
@@ -64,7 +60,8 @@ def load(config, name):
     return ({"x": train[0], "y": train[1]}, {"x": test[0], "y": test[1]}, s.num_classes,
             {"problem": problem})
   options = dict(config.data.text) if name.startswith("fewclue/") else {}
-  ds = data.load_arrays(name, _data_dir_for(config, name), seed=config.seed, **options)
+  ds = data.load_arrays(name, _data_dir_for(config, name), seed=config.seed,
+                        **classification.data_options(config, name), **options)
   return ds["train"], ds["test"], ds.num_classes, {}
 
 
@@ -72,15 +69,11 @@ def load(config, name):
 
 def fit_analytic(config, x, y, num_classes, **_):
   """Timed after a first call that compiles, so fit_s is the fit itself (compile_s separate)."""
-  fit = lambda: jax.block_until_ready(
-      logreg.fit_analytic(x, y, num_classes, shrinkage=config.analytic.shrinkage))
-  start = time.perf_counter()
-  fit()
-  compile_s = time.perf_counter() - start
-  start = time.perf_counter()
+  fit = lambda: logreg.fit_analytic(x, y, num_classes, shrinkage=config.analytic.shrinkage)
+  measured = timing.benchmark(fit, jit=False, repeats=1)
   w, b = fit()
   predict = lambda xs: np.asarray(logreg.logits(xs, w, b))
-  predict.timing = {"fit_s": time.perf_counter() - start, "compile_s": max(compile_s - (time.perf_counter() - start), 0.0)}
+  predict.timing = {"fit_s": measured.best_seconds, "compile_s": measured.compile_seconds}
   return predict
 
 
@@ -120,7 +113,8 @@ def fit_mle(config, x, y, num_classes, *, workdir, writer, name, min_steps=0):
   result = trainer.train(
       run_config, workdir, writer,
       init_fn=lambda rng: model.init(rng, jnp.zeros((1, x.shape[1])))["params"],
-      loss_fn=make_loss_fn(model), batch_fn=data.make_batch_fn({"x": x, "y": y}, config.train.batch_size, config.seed),
+      loss_fn=classification.make_loss_fn(model),
+      batch_fn=data.make_batch_fn({"x": x, "y": y}, config.train.batch_size, config.seed),
       name=name)
   apply = jax.jit(lambda xs: model.apply({"params": result.params}, xs))
   predict = lambda xs: np.asarray(apply(jnp.asarray(xs)))
@@ -156,15 +150,15 @@ def run(config, workdir, writer) -> dict:
           row[method] = dict(row["mle"])  # 10 epochs already reach the minimum: the same run
           writer.write(0, tag, row[method])
           continue
-        start = time.perf_counter()
-        predict = FITS[method](config, x, rows["y"], num_classes, workdir=workdir, writer=writer,
-                               name=tag.replace("/", "_"))
-        timing = getattr(predict, "timing", {"fit_s": time.perf_counter() - start})
+        with timing.Stopwatch() as watch:
+          predict = FITS[method](config, x, rows["y"], num_classes, workdir=workdir, writer=writer,
+                                 name=tag.replace("/", "_"))
+        fit_timing = getattr(predict, "timing", {"fit_s": watch.seconds})
         train_eval = logreg.evaluate(predict(x), rows["y"])
         test_eval = logreg.evaluate(predict(test_x), test["y"])
         row[method] = {"n_train": len(rows["y"]), **({"steps": predict.steps} if hasattr(predict, "steps") else {}), "train_acc": train_eval["accuracy"],
                        "test_acc": test_eval["accuracy"], "test_logloss": test_eval["log_loss"],
-                       "gap": train_eval["accuracy"] - test_eval["accuracy"], **timing}
+                       "gap": train_eval["accuracy"] - test_eval["accuracy"], **fit_timing}
         writer.write(0, tag, row[method])
       if "problem" in extra:  # the true parameters: the best any classifier can do
         bayes = logreg.evaluate(logreg.bayes_logits(test["x"], extra["problem"]), test["y"])
@@ -172,15 +166,46 @@ def run(config, workdir, writer) -> dict:
                         "test_logloss": bayes["log_loss"]}
         writer.write(0, f"{name}/{regime}/bayes", row["bayes"])
       results[name][regime] = row
-  save_figure(accuracy_figure(results, config.methods), workdir, "accuracy")
+  metrics.save_figure(accuracy_figure(results, config.methods), workdir, "accuracy")
   return results
+
+
+def summary(results) -> list[str]:
+  """The note's claims, each with the numbers this run measured (printed under the table)."""
+  lines = []
+
+  def compare(regime, claim):
+    rows = [(name, per[regime]) for name, per in results.items() if regime in per]
+    rows = [(n, r) for n, r in rows if "analytic" in r and "mle" in r]
+    if not rows:
+      return
+    diffs = [100 * (r["analytic"]["test_acc"] - r["mle"]["test_acc"]) for _, r in rows]
+    better = sum(d > 0 for d in diffs)
+    detail = ", ".join(f"{n} {d:+.1f}" for (n, _), d in zip(rows, diffs))
+    lines.append(f"{claim}: analytic - MLE test accuracy (points) = {detail}; "
+                 f"analytic ahead on {better} of {len(rows)} sets")
+
+  compare("full", "claim 'about as accurate as MLE with full data'")
+  small = next((r for per in results.values() for r in per if r != "full"), None)
+  if small:
+    compare(small, f"claim 'clearly better with few samples' ({small})")
+  gaps = [(per[r]["analytic"]["gap"], per[r]["mle"]["gap"]) for per in results.values() for r in per
+          if "analytic" in per[r] and "mle" in per[r] and "gap" in per[r]["mle"]]
+  if gaps:
+    smaller = sum(a < m for a, m in gaps)
+    lines.append(f"claim 'smaller train-test gap': analytic's gap smaller than MLE's in {smaller} of {len(gaps)} "
+                 f"(set, regime) pairs (median gap {100 * np.median([a for a, _ in gaps]):.1f} vs "
+                 f"{100 * np.median([m for _, m in gaps]):.1f} points)")
+  bayes = [(n, per["full"]) for n, per in results.items() if "bayes" in per.get("full", {})]
+  for name, row in bayes:
+    lines.append(f"{name}: where the Gaussian model is true the analytic rule reaches "
+                 f"{100 * row['analytic']['test_acc']:.1f}% vs Bayes {100 * row['bayes']['test_acc']:.1f}%")
+  return lines
 
 
 def accuracy_figure(results, methods):
   """Test accuracy per dataset and method, one panel per regime (hatched: train accuracy)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   regimes = sorted({r for per in results.values() for r in per}, key=lambda r: r != "full")
   fig, axes = plt.subplots(len(regimes), 1, figsize=(max(6, 1.3 * len(results)), 3.2 * len(regimes)),
                            squeeze=False)

@@ -3,7 +3,9 @@
   python -m experiments.run --config configs/NAME.py[:ARG] [--workdir DIR] [--config.KEY=VALUE ...]
 
 `config.experiment` names a module `experiments/<experiment>.py` with
-`validate(config)` and `run(config, workdir, writer) -> results`. Bad input is
+`validate(config)` and `run(config, workdir, writer) -> results`, and
+optionally `summary(results) -> [lines]`: the note's claims with the measured
+numbers, printed under the results table and kept as `summary.txt`. Bad input is
 reported as one line naming the bad thing, with exit code 2, before any
 compute and before anything is written. Running the same command on an
 existing workdir resumes it (the config may change only `train.num_steps` and
@@ -169,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
     print(format_results(results))
+    lines = module.summary(results) if callable(getattr(module, "summary", None)) else []
+    if lines:
+      text = "Summary (the note's claims, as measured by this run):\n" + "\n".join(f"- {l}" for l in lines)
+      with open(os.path.join(workdir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+      print("\n" + text)
     print(f"workdir: {workdir}")
   return 0
 

@@ -1,19 +1,20 @@
 """Note 8: SquarePlus constants, speed, and its effect on trained models (configs/squareplus.py).
 
-The trained models are other experiments' own: the MLP of configs/mlp.py through
-experiments.mlp.train_classifier, and, where configs/attention_lm.py exists with a
-`model.activation` key, that experiment's `run`, each once per activation at equal steps.
+The trained models are other experiments' own configs, trained through the library's
+task code once per activation at equal steps: the MLP of configs/mlp.py
+(lmsys.tasks.classification) and, where configs/attention_lm.py exists with a
+`model.activation` key, its char LM (lmsys.tasks.lm).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
 
-from lmsys import activations, metrics, squareplus
+from lmsys import activations, attention, metrics, squareplus, text_lm, trainer
 from lmsys.config import ConfigError, check_positive_int, get, load_config_file
+from lmsys.tasks import classification, lm
 
 
 def validate(config) -> None:
@@ -24,10 +25,11 @@ def validate(config) -> None:
       if name not in activations.ACTIVATIONS:
         raise ConfigError(f"config key '{key}': unknown activation {name!r} "
                           f"(known: {', '.join(activations.ACTIVATIONS)})")
-  from experiments import mlp  # pylint: disable=g-import-not-at-top
   for act in config.mlp.activations:
     for seed in config.mlp.seeds:
-      mlp.validate(mlp_config(config, act, seed))
+      c = mlp_config(config, act, seed)
+      trainer.validate_config(c)
+      classification.check_data(c, c.data.name)
 
 
 def mlp_config(config, activation: str, seed: int):
@@ -43,10 +45,9 @@ def mlp_config(config, activation: str, seed: int):
 
 
 def run_mlp(config, workdir, writer):
-  from experiments import mlp  # pylint: disable=g-import-not-at-top
   rows = {}
   for act in config.mlp.activations:
-    runs = [mlp.train_classifier(mlp_config(config, act, seed), workdir, writer, name=f"mlp_{act}_seed{seed}")
+    runs = [classification.train_mlp(mlp_config(config, act, seed), workdir, writer, name=f"mlp_{act}_seed{seed}")
             for seed in config.mlp.seeds]
     row = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
     if len(runs) > 1:
@@ -57,9 +58,18 @@ def run_mlp(config, workdir, writer):
   return rows
 
 
+def text_lm_corpus(c, corpora: dict):
+  """The char corpus of config `c`, read once per distinct data setting of this run."""
+  key = (c.data.data_dir, c.data.min_count, c.data.max_documents, c.seed)
+  if key not in corpora:
+    corpora[key] = lm.load_corpus(c)
+  return corpora[key]
+
+
 def run_attention_lm(config, workdir):
   """The char LM of configs/attention_lm.py per FFN activation, or why it was not run."""
   cfg = config.attention_lm
+  corpora = {}
   if not cfg.activations:
     return {"skipped": "no activations configured"}
   if not os.path.isfile(cfg.config):
@@ -79,18 +89,21 @@ def run_attention_lm(config, workdir):
     if get(c, "contexts") is not None:
       c.contexts = tuple(cfg.contexts)
     c.train.progress_bar = False
-    module = importlib.import_module(f"experiments.{c.experiment}")
-    module.validate(c)
+    trainer.validate_config(c)
+    text_lm.check_available(c.data.data_dir or None)
+    for name, spec in c.kinds.items():
+      if spec.get("kind") not in attention.KINDS:
+        raise ConfigError(f"{cfg.config}: kinds.{name}.kind {spec.get('kind')!r} is not an attention kind")
     subdir = os.path.join(workdir, "attention_lm", act)
     with metrics.Writer(subdir) as sub_writer:
-      result = module.run(c, subdir, sub_writer)
+      result = lm.train_every_kind(c, subdir, sub_writer, text_lm_corpus(c, corpora), log=None)
     metrics.write_json(os.path.join(subdir, "results.json"), result)
     rows[act] = result
   return rows
 
 
 def speed_figure(speed, mlp_rows):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
   names = list(speed)
   x = np.arange(len(names))
@@ -109,7 +122,7 @@ def speed_figure(speed, mlp_rows):
 
 
 def curve_figure(const):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   xs = np.linspace(-6, 6, 601)
   fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
   a.plot(xs, squareplus.softplus_np(xs), "k", label="softplus")
@@ -129,7 +142,7 @@ def run(config, workdir, writer) -> dict:
   const = squareplus.constants()
   writer.write(0, "constants", const)
   metrics.save_figure(curve_figure(const), workdir, "squareplus_vs_softplus")
-  speed = squareplus.benchmark_activations(config.speed.activations, size=config.speed.size,
+  speed = squareplus.activation_speed(config.speed.activations, size=config.speed.size,
                                            repeats=config.speed.repeats)
   for name, row in speed.items():
     writer.write(0, f"speed/{name}", row)

@@ -8,16 +8,13 @@ importance samples, and in the same pass the bounds IWAE_k for k in eval.bound_k
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import data, iwae, metrics, trainer
+from lmsys import analysis, data, iwae, metrics, timing, trainer
 from lmsys.config import ConfigError
 from lmsys.models import vae
 
@@ -30,26 +27,21 @@ def run_names(config) -> list[tuple[str, int, int]]:
           for layers in config.model.num_layers for k in config.model.train_ks]
 
 
-@functools.lru_cache(maxsize=2)
-def _load(name, directory, pixel_scale, test_size, seed):
-  dataset = data.load_arrays(name, data_dir=directory)
+def load_data(config):
+  """(train_x in [0, 1], test images binarised once with a fixed seed), both float32 [N, D]."""
+  dataset = data.load_arrays(config.data.name, data_dir=config.data.data_dir or None)
+  pixel_scale = float(config.data.pixel_scale)
   train_x = dataset["train"]["x"].reshape(len(dataset["train"]["x"]), -1) / pixel_scale
   test_x = dataset["test"]["x"].reshape(len(dataset["test"]["x"]), -1) / pixel_scale
   for split, x in (("train", train_x), ("test", test_x)):
     if x.min() < 0 or x.max() > 1:
       raise ConfigError(f"config key 'data.pixel_scale': {split} pixels / {pixel_scale} span "
                         f"[{x.min():g}, {x.max():g}], not [0, 1]")
-  test_x = data.subsample({"x": test_x}, test_size, seed)["x"]
+  seed = int(config.data.binarize_seed)
+  test_x = data.subsample({"x": test_x}, int(config.eval.test_size), seed)["x"]
   # The test set is binarised once (fixed seed) so every model sees the same images.
   test_bin = (np.random.default_rng(seed).random(test_x.shape) < test_x).astype(np.float32)
   return train_x.astype(np.float32), test_bin
-
-
-def _dataset(config):
-  # Only an explicit data.data_dir is passed: each loader has its own default
-  # (fashion_mnist: the Debian dataset directory), which $LMSYS_DATA_DIR must not override.
-  return _load(config.data.name, config.data.data_dir or None, float(config.data.pixel_scale),
-               int(config.eval.test_size), int(config.data.binarize_seed))
 
 
 def validate(config) -> None:
@@ -66,8 +58,8 @@ def validate(config) -> None:
   bad = [k for k in ev.bound_ks if ev.chunk_size % k]
   if bad:
     raise ConfigError(f"config key 'eval.bound_ks': {bad} do not divide eval.chunk_size {ev.chunk_size}")
-  try:
-    _dataset(config)
+  try:  # names and files only: the pixel range is checked when run() loads the data
+    data.check_available(config.data.name, config.data.data_dir or None)
   except ConfigError as e:
     raise ConfigError(f"config key 'data.name' = {config.data.name!r}: {e}") from None
 
@@ -85,9 +77,8 @@ def make_apply(model):
   return lambda params, x, rng, num_samples: model.apply({"params": params}, x, rng, num_samples)
 
 
-def train_and_evaluate(config, workdir, writer, name, layers, k):
+def train_and_evaluate(config, workdir, writer, name, layers, k, train_x, test_x):
   """Trains one model; returns (results, model, params)."""
-  train_x, test_x = _dataset(config)
   model = vae.make_model(layers, input_size=train_x.shape[1])
   apply = make_apply(model)
   ev = config.eval
@@ -99,20 +90,20 @@ def train_and_evaluate(config, workdir, writer, name, layers, k):
   eval_fn = lambda params: iwae.summarize(
       iwae.evaluate_dataset(monitor, params, monitor_x, jax.random.key(1), ev.batch_size))
 
-  t0 = time.perf_counter()
-  result = trainer.train(
-      config, workdir, writer,
-      init_fn=lambda rng: model.init(rng, jnp.zeros((1, train_x.shape[1])), rng)["params"],
-      loss_fn=make_loss_fn(model, k),
-      batch_fn=data.make_batch_fn({"x": train_x}, config.train.batch_size, config.seed),
-      eval_fn=eval_fn, name=name)
-  train_seconds = time.perf_counter() - t0
+  with timing.Stopwatch() as train_watch:
+    result = trainer.train(
+        config, workdir, writer,
+        init_fn=lambda rng: model.init(rng, jnp.zeros((1, train_x.shape[1])), rng)["params"],
+        loss_fn=make_loss_fn(model, k),
+        batch_fn=data.make_batch_fn({"x": train_x}, config.train.batch_size, config.seed),
+        eval_fn=eval_fn, name=name)
+  train_seconds = train_watch.seconds
 
-  t0 = time.perf_counter()
-  estimator = iwae.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
-  per_image = iwae.evaluate_dataset(estimator, result.params, test_x,
-                                    jax.random.key(config.seed + 7), ev.batch_size)
-  eval_seconds = time.perf_counter() - t0
+  with timing.Stopwatch() as eval_watch:
+    estimator = iwae.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
+    per_image = iwae.evaluate_dataset(estimator, result.params, test_x,
+                                      jax.random.key(config.seed + 7), ev.batch_size)
+  eval_seconds = eval_watch.seconds
   summary = iwae.summarize(per_image)
   writer.write(result.step, f"{name}/test", summary)
   out = {
@@ -131,7 +122,7 @@ def train_and_evaluate(config, workdir, writer, name, layers, k):
 
 
 def _gap_figure(results, bound_ks, num_samples):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name, r in results.items():
     gaps = [r["log_px"] - r[f"iwae_{k}"] for k in bound_ks]
@@ -148,13 +139,13 @@ def _gap_figure(results, bound_ks, num_samples):
 
 
 def _curves_figure(workdir, names):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  plt = metrics.pyplot()
+  rows = analysis.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   fig, ax = plt.subplots(figsize=(5.5, 4))
   for name in names:
-    evals = [r for r in rows if r["split"] == f"{name}/eval"]
-    if evals:
-      ax.plot([r["step"] for r in evals], [r["iwae_1"] for r in evals], marker=".", label=name)
+    evals = rows[rows["split"] == f"{name}/eval"] if len(rows) else rows
+    if len(evals):
+      ax.plot(evals["step"], evals["iwae_1"], marker=".", label=name)
   ax.set_xlabel("training step")
   ax.set_ylabel("test ELBO on the monitor images (nats)")
   ax.grid(True, alpha=0.3)
@@ -163,7 +154,7 @@ def _curves_figure(workdir, names):
 
 
 def _samples_figure(models, side):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
   fig, axes = plt.subplots(1, len(models), figsize=(2.2 * len(models), 2.4))
   axes = np.atleast_1d(axes)
   for ax, (name, (model, params)) in zip(axes, models.items()):
@@ -196,18 +187,21 @@ def markdown_table(results: dict) -> str:
 
 
 def run(config, workdir, writer) -> dict:
+  train_x, test_x = load_data(config)
   results, models = {}, {}
   for name, layers, k in run_names(config):
-    results[name], model, params = train_and_evaluate(config, workdir, writer, name, layers, k)
+    results[name], model, params = train_and_evaluate(config, workdir, writer, name, layers, k,
+                                                      train_x, test_x)
     models[name] = (model, params)
   ev = config.eval
   metrics.save_figure(_gap_figure(results, list(ev.bound_ks), ev.num_samples), workdir, "bound_gap_vs_k")
+  writer.flush()
   metrics.save_figure(_curves_figure(workdir, list(results)), workdir, "training_curves")
   side = int(round(np.sqrt(next(iter(models.values()))[0].input_size)))
   metrics.save_figure(_samples_figure(models, side), workdir, "samples")
   out = {
       "dataset": config.data.name,
-      "test_images": int(len(_dataset(config)[1])),
+      "test_images": int(len(test_x)),
       "num_samples": ev.num_samples,
       "models": results,
   }

@@ -16,6 +16,7 @@ import ml_collections
 import pandas as pd
 
 from lmsys import checkpoint
+from lmsys import metrics as metrics_lib
 from lmsys.config import flatten
 
 
@@ -91,9 +92,7 @@ def _scalar(value):
 
 def plot_curves(metrics: pd.DataFrame, names=("loss", "accuracy"), title: str = ""):
   """One panel per metric name, one line per split: the usual training figure."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg", force=False)
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = metrics_lib.pyplot()
   names = [n for n in names if n in metrics.columns]
   fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.2), squeeze=False)
   for ax, metric in zip(axes[0], names):

@@ -8,7 +8,11 @@ for real keys. Every kind is "normalised kernel attention":
 
     out_i = sum_j K(q_i, k_j) v_j / sum_j K(q_i, k_j)     (j <= i when causal)
 
-- softmax: K = exp(q.k * scale), scale = 1/sqrt(D): the reference, quadratic.
+- softmax: K = exp(q.k * scale), scale = 1/sqrt(D), quadratic. `attend` runs
+           the fused `jax.nn.dot_product_attention` (XLA; cuDNN flash attention
+           on a GPU for 16-bit inputs), as practitioners do; the hand-written
+           `softmax_reference` (implementation="reference") is what it is
+           tested against.
 - linear:  K = phi(q).phi(k), phi = elu+1 or relu (Katharopoulos et al. 2020).
 - favor:   Performer FAVOR+, phi(x) = m^-1/2 exp(w_i.x - |x|^2/2), w ~ N(0, I)
            (orthogonal blocks by default): an unbiased estimate of exp(q.k).
@@ -18,12 +22,29 @@ for real keys. Every kind is "normalised kernel attention":
 favor, taylor and limit approximate softmax attention: they see q and k scaled
 by scale^(1/2) each, so their kernel estimates exp(q.k * scale).
 
-Every kernel kind runs as linear attention, phi(q) (sum_j phi(k_j)^T v_j), in
-O(L) time and memory; causal runs chunk by chunk (quadratic inside a chunk of
-`chunk_size`, a running state sum phi(k)^T v, sum phi(k) carried by lax.scan),
-never through an L x L mask. `reference_attend` evaluates the same kernel as
-an explicit L x L matrix (taylor and limit implicitly through powers of q.k),
-which is what the tests compare against.
+Every kernel kind runs as linear attention, phi(q) (sum_j phi(k_j)^T [v_j, 1]),
+in O(L) time and memory (the appended 1 gives the normaliser in the same
+product). Causal runs chunk-parallel, never through an L x L mask: positions
+cut into chunks of `chunk_size` (default per backend, `default_chunk_size`);
+inside a chunk a C x C masked product; across chunks, every chunk's state
+phi(K_c)^T [V_c, 1] at once, an exclusive prefix sum over the chunk axis, and
+one batched product with phi(Q). No sequential loop. States take
+L/C * F * (Dv+1) floats per head: linear in L.
+
+FAVOR+ keeps exp(.) <= 1 with offsets that cancel in the normalised output:
+per query its largest logit, per key the largest visible key logit. Padded keys
+get logit -inf before the exp (features exactly 0, so a padded key with a huge
+logit cannot overflow into inf * 0 = NaN). Causal FAVOR+ must not let a later
+key's logit set an earlier query's offset (underflowing its features to 0):
+it carries a running maximum M_i over keys j <= i, rescaling as online softmax
+does (a key's kernel with query i by exp(M_j - M_i) inside a chunk; each chunk
+state relative to the running maximum at its end, merged by
+`lax.associative_scan` with the same rescaling). Every factor is <= 1.
+
+`reference_attend` evaluates the same kernel as an explicit L x L matrix
+(taylor and limit implicitly through powers of q.k), which is what the tests
+compare against. Inputs may be bfloat16: logits of FAVOR+ and softmax, and
+every sum over keys, are taken in float32.
 
 Caveat (note 3): truncations of odd order (taylor P odd, limit P odd) go
 negative for q.k < -1 (P=1) and further out for larger odd P, so the
@@ -148,73 +169,135 @@ def feature_dim(kind: str, head_dim: int, *, num_features: int = 256, order: int
 # Attention from features: O(L) time and memory.
 # ----------------------------------------------------------------------------
 
+# Causal chunk C per backend, measured with scripts/bench_attention.py (see
+# default_chunk_size); any other backend gets the CPU's.
+CHUNK_SIZES = {"cpu": 64, "gpu": 128, "tpu": 256}
+
+
+def default_chunk_size(backend: str | None = None) -> int:
+  """The causal chunk C for a backend (default: jax.default_backend()).
+
+  C trades the intra-chunk C x C products (~2C(F + Dv) flops per token, more
+  as C grows) against the number of per-chunk states (L/C of them, F x (Dv+1)
+  each, read and prefix-summed: fewer as C grows). Memory stays linear in L
+  for any fixed C: L C scores and L/C * F * (Dv+1) states per head.
+  """
+  return CHUNK_SIZES.get(backend or jax.default_backend(), CHUNK_SIZES["cpu"])
+
+
+def _accumulator(dtype):
+  """float32 (or wider) for sums over many keys, whatever the inputs' dtype (e.g. bfloat16)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _safe_divide(num, den):
   """num / den with 0/0 -> 0 (a query with no visible key, or all-zero relu features)."""
   return num / jnp.where(den == 0, 1, den)[..., None]
 
 
-def _key_mask(mask, k):
-  """[B, Lk] bool -> [B, Lk, 1, 1] float of the keys' dtype (all ones if None)."""
-  if mask is None:
-    return jnp.ones(k.shape[:2] + (1, 1), k.dtype)
-  return mask.astype(k.dtype)[:, :, None, None]
+def _with_ones(v):
+  """[v, 1]: one product then gives both sum_j K_ij v_j and the normaliser sum_j K_ij."""
+  return jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], -1)
 
 
-def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=64):
+def _normalise(out):
+  """[..., Dv + 1] (numerator, normaliser) -> [..., Dv]."""
+  return _safe_divide(out[..., :-1], out[..., -1])
+
+
+def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=None,
+                                   key_offsets=None):
   """out_i = phi(q_i) sum_j phi(k_j)^T v_j / phi(q_i) sum_j phi(k_j), j <= i if causal.
 
-  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv].
+  phi_q [B, Lq, H, F], phi_k [B, Lk, H, F], v [B, Lk, H, Dv], mask [B, Lk] bool.
+  chunk_size: the causal chunk (default: default_chunk_size()).
+  key_offsets [B, Lk, H], causal only: phi_k[j] carries a factor exp(-key_offsets[j])
+  with key_offsets a running maximum (FAVOR+), so the kernel of query i and key j
+  is rescaled by exp(key_offsets[j] - key_offsets[i]) <= 1 to share query i's offset.
   """
-  phi_k = phi_k * _key_mask(mask, phi_k)
-  if not causal:
-    kv = jnp.einsum("blhf,blhd->bhfd", phi_k, v)
-    normaliser = jnp.einsum("blhf,bhf->blh", phi_q, phi_k.sum(1))
-    return _safe_divide(jnp.einsum("blhf,bhfd->blhd", phi_q, kv), normaliser)
-  return _causal_linear_attention(phi_q, phi_k, v, chunk_size)
+  if mask is not None:  # select, not multiply: inf * 0 would be NaN for any inf feature
+    phi_k = jnp.where(mask[:, :, None, None], phi_k, 0)
+  acc = _accumulator(v.dtype)
+  v1 = _with_ones(v)
+  if causal:
+    out = _causal_linear_attention(phi_q, phi_k, v1, chunk_size or default_chunk_size(), key_offsets)
+  else:
+    kv = jnp.einsum("blhf,blhd->bhfd", phi_k, v1, preferred_element_type=acc)
+    out = jnp.einsum("blhf,bhfd->blhd", phi_q, kv.astype(phi_q.dtype), preferred_element_type=acc)
+  return _normalise(out).astype(v.dtype)
 
 
-def _causal_linear_attention(phi_q, phi_k, v, chunk_size):
-  """Chunked causal linear attention: exact, O(L) memory, no L x L array.
+def _causal_linear_attention(phi_q, phi_k, v1, chunk_size, key_offsets=None):
+  """Chunk-parallel causal linear attention: exact, O(L) memory, no L x L array.
 
-  Inside a chunk of C positions the C x C masked product is taken directly;
-  the keys of earlier chunks enter through the state S = sum phi(k)^T v and
-  z = sum phi(k), updated once per chunk by lax.scan.
+  Positions are cut into N chunks of C. Inside a chunk the C x C masked product
+  is taken directly; keys of earlier chunks enter through the states
+  S_c = phi(K_c)^T [V_c, 1], computed for all chunks at once, and their
+  exclusive prefix sum over the chunk axis, read by one batched product with
+  phi(Q). With key_offsets (FAVOR+'s running maximum M) a key's features are
+  relative to its own M_j: inside a chunk the kernel is rescaled by
+  exp(M_j - M_i); a chunk's state is taken relative to the running maximum at
+  its end, P_c, and the prefix sum rescales as online softmax does
+  (_rescaled_sum), so the state before chunk c is relative to P_{c-1} <= M_i.
+  Every factor is <= 1 and none depends on a key after the query.
   """
-  batch, length, heads, num_feat = phi_q.shape
+  batch, length, heads, _ = phi_q.shape
   if phi_k.shape[1] != length:
     raise ValueError(f"causal attention needs Lq == Lk, got {length} and {phi_k.shape[1]}")
-  value_dim = v.shape[-1]
+  acc = _accumulator(v1.dtype)
   chunk = min(chunk_size, length)
-  padded = -(-length // chunk) * chunk
-  pad = [(0, 0), (0, padded - length), (0, 0), (0, 0)]
-  num_chunks = padded // chunk
+  num_chunks = -(-length // chunk)
+  padded = num_chunks * chunk
 
-  def to_chunks(x):  # [B, L, H, X] -> [N, B, H, C, X]
-    x = jnp.pad(x, pad).reshape(batch, num_chunks, chunk, heads, x.shape[-1])
-    return x.transpose(1, 0, 3, 2, 4)
+  def to_chunks(x, mode="constant"):  # [B, L, H, ...] -> [B, H, N, C, ...]
+    x = jnp.pad(x, [(0, 0), (0, padded - length)] + [(0, 0)] * (x.ndim - 2), mode=mode)
+    return jnp.moveaxis(x.reshape((batch, num_chunks, chunk) + x.shape[2:]), 3, 1)
 
-  qc, kc, vc = to_chunks(phi_q), to_chunks(phi_k), to_chunks(v)
-  # Intra-chunk part, for all chunks at once: memory L * C, not L^2.
-  tril = jnp.tril(jnp.ones((chunk, chunk), phi_q.dtype))
-  scores = jnp.einsum("nbhif,nbhjf->nbhij", qc, kc) * tril
-  intra_num = jnp.einsum("nbhij,nbhjd->nbhid", scores, vc)
-  intra_den = scores.sum(-1)
+  qc, kc, vc = to_chunks(phi_q), to_chunks(phi_k), to_chunks(v1)
+  # Inside each chunk, for all chunks at once: memory L * C, not L^2.
+  scores = jnp.einsum("bhnif,bhnjf->bhnij", qc, kc, preferred_element_type=acc)
+  if key_offsets is not None:
+    offsets = to_chunks(key_offsets.astype(acc), mode="edge")          # [B, H, N, C]
+    scores = scores * jnp.exp(jnp.minimum(offsets[..., None, :] - offsets[..., :, None], 0))
+  scores = jnp.where(jnp.tril(jnp.ones((chunk, chunk), bool)), scores, 0)
+  out = jnp.einsum("bhnij,bhnjd->bhnid", scores.astype(vc.dtype), vc, preferred_element_type=acc)
+  if num_chunks == 1:
+    return _from_chunks(out, length)
 
-  def step(state, chunk_inputs):
-    s, z = state
-    q, k, v = chunk_inputs
-    num = jnp.einsum("bhif,bhfd->bhid", q, s)
-    den = jnp.einsum("bhif,bhf->bhi", q, z)
-    s = s + jnp.einsum("bhjf,bhjd->bhfd", k, v)
-    z = z + k.sum(-2)
-    return (s, z), (num, den)
+  # Earlier chunks: every chunk's state at once, then the exclusive prefix over chunks.
+  if key_offsets is None:
+    states = jnp.einsum("bhnjf,bhnjd->bhnfd", kc, vc, preferred_element_type=acc)
+    states = jnp.cumsum(states, axis=2)
+  else:
+    chunk_max = offsets[..., -1]                                       # P_c: [B, H, N]
+    kc = kc * jnp.exp(offsets - chunk_max[..., None])[..., None].astype(kc.dtype)
+    states = jnp.einsum("bhnjf,bhnjd->bhnfd", kc, vc, preferred_element_type=acc)
+    _, states = jax.lax.associative_scan(_rescaled_sum, (chunk_max, states), axis=2)
+  states = jnp.pad(states[:, :, :-1], [(0, 0), (0, 0), (1, 0), (0, 0), (0, 0)])
+  inter = jnp.einsum("bhnif,bhnfd->bhnid", qc, states.astype(qc.dtype), preferred_element_type=acc)
+  if key_offsets is not None:  # state before chunk c is relative to P_{c-1}; query i to M_i >= it
+    before = jnp.pad(chunk_max[..., :-1], [(0, 0), (0, 0), (1, 0)], constant_values=_NO_KEY)
+    inter = inter * jnp.exp(jnp.minimum(before[..., None] - offsets, 0))[..., None]
+  return _from_chunks(out + inter, length)
 
-  init = (jnp.zeros((batch, heads, num_feat, value_dim), phi_q.dtype),
-          jnp.zeros((batch, heads, num_feat), phi_q.dtype))
-  _, (inter_num, inter_den) = jax.lax.scan(step, init, (qc, kc, vc))
-  out = _safe_divide(intra_num + inter_num, intra_den + inter_den)  # [N, B, H, C, Dv]
-  out = out.transpose(1, 0, 3, 2, 4).reshape(batch, padded, heads, value_dim)
-  return out[:, :length]
+
+def _from_chunks(x, length):
+  """[B, H, N, C, X] -> [B, L, H, X]."""
+  batch, heads, num_chunks, chunk, width = x.shape
+  x = jnp.moveaxis(x, 1, 3).reshape(batch, num_chunks * chunk, heads, width)
+  return x[:, :length]
+
+
+def _rescaled_sum(a, b):
+  """Merges (max, state) pairs as online softmax does: both states rescaled to the larger max."""
+  (max_a, state_a), (max_b, state_b) = a, b
+  new_max = jnp.maximum(max_a, max_b)
+  return new_max, (state_a * jnp.exp(max_a - new_max)[..., None, None]
+                   + state_b * jnp.exp(max_b - new_max)[..., None, None])
+
+
+# Offset of a position with no visible key so far (finite: offsets are subtracted from each other).
+_NO_KEY = -1e30
 
 
 # ----------------------------------------------------------------------------
@@ -225,21 +308,69 @@ def _default_scale(q, scale):
   return 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
 
-def softmax_attention(q, k, v, *, causal=False, mask=None, rng=None, scale=None, chunk_size=None):
-  """Standard scaled dot-product attention (quadratic, the reference)."""
+def softmax_attention(q, k, v, *, causal=False, mask=None, rng=None, scale=None, chunk_size=None,
+                      implementation=None):
+  """Scaled dot-product attention as practitioners run it: `jax.nn.dot_product_attention`.
+
+  implementation: None (XLA's fused kernel; cuDNN flash attention on a GPU for
+  16-bit inputs without a padding mask, where cuDNN accepts the shapes), "xla",
+  "cudnn", or "reference" (softmax_reference, the hand-written quadratic form).
+  Falls back to the reference where the fused call does not apply: q, k, v of
+  different dtypes, value size != key size, or float64 (the fused softmax is
+  float32). A query with no visible key gets 0, as with every other kind.
+  """
   del rng, chunk_size  # chunk_size: accepted so one params dict serves every kind
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * _default_scale(q, scale)
+  if implementation not in (None, "xla", "cudnn", "reference"):
+    raise ValueError(f"unknown softmax implementation {implementation!r}")
+  if implementation == "reference" or not _fused_applies(q, k, v):
+    return softmax_reference(q, k, v, causal=causal, mask=mask, scale=scale)
+  fused = lambda impl, m: jax.nn.dot_product_attention(
+      q, k, v, mask=m, scale=_default_scale(q, scale), is_causal=causal, implementation=impl)
+  if (implementation is None and mask is None and jax.default_backend() == "gpu"
+      and q.dtype in (jnp.bfloat16, jnp.float16)):
+    try:  # cuDNN rejects unsupported shapes while tracing; XLA's kernel then takes over
+      return fused("cudnn", None)
+    except Exception:  # pylint: disable=broad-except
+      pass
+  if mask is None:
+    return fused(implementation, None)
+  out = fused(implementation, mask[:, None, None, :])
+  # The fused softmax spreads a row with no visible key evenly over all keys; ours gives 0.
+  return jnp.where(_has_visible_key(q.shape[1], causal, mask)[:, :, None, None], out, 0)
+
+
+def _fused_applies(q, k, v):
+  return (q.dtype == k.dtype == v.dtype and q.dtype in (jnp.float32, jnp.bfloat16, jnp.float16)
+          and k.shape == v.shape and q.shape[2] == k.shape[2])
+
+
+def _has_visible_key(lq, causal, mask):
+  """[B, Lq] bool: query i sees at least one key (j <= i when causal)."""
+  if not causal:
+    return jnp.broadcast_to(mask.any(1, keepdims=True), (mask.shape[0], lq))
+  seen = jax.lax.cummax(mask.astype(jnp.int32), axis=1) > 0      # any visible key j' <= j
+  return seen[:, jnp.minimum(jnp.arange(lq), mask.shape[1] - 1)]
+
+
+def softmax_reference(q, k, v, *, causal=False, mask=None, scale=None):
+  """The hand-written softmax attention (materialises [B, H, Lq, Lk] scores): the reference.
+
+  Logits, softmax and sums in float32 (or wider) whatever the inputs' dtype, as the fused kernel.
+  """
+  acc = _accumulator(q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc) * _default_scale(q, scale)
   allowed = _allowed(q.shape[1], k.shape[1], causal, mask)
   if allowed is not None:
     logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   if allowed is not None:  # a query with no visible key gets 0, as the linear kinds do
     weights = jnp.where(allowed, weights, 0)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v,
+                    preferred_element_type=acc).astype(v.dtype)
 
 
 def linear_attention(q, k, v, *, causal=False, mask=None, rng=None, feature_map="elu",
-                     chunk_size=64):
+                     chunk_size=None):
   """Linear transformer attention with phi = elu+1 or relu."""
   del rng
   phi = _linear_map(feature_map)
@@ -248,15 +379,16 @@ def linear_attention(q, k, v, *, causal=False, mask=None, rng=None, feature_map=
 
 
 def favor_attention(q, k, v, *, causal=False, mask=None, rng=None, num_features=256,
-                    orthogonal=True, projection=None, scale=None, chunk_size=64):
+                    orthogonal=True, projection=None, scale=None, chunk_size=None):
   """Performer FAVOR+: positive (orthogonal) random features; needs rng or projection."""
-  phi_q, phi_k = _favor_pair(q, k, mask, rng, num_features, orthogonal, projection, scale)
+  phi_q, phi_k, key_offsets = _favor_pair(q, k, mask, rng, num_features, orthogonal, projection,
+                                          scale, causal)
   return linear_attention_from_features(phi_q, phi_k, v, causal=causal, mask=mask,
-                                        chunk_size=chunk_size)
+                                        chunk_size=chunk_size, key_offsets=key_offsets)
 
 
 def taylor_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
-                     chunk_size=64):
+                     chunk_size=None):
   """Order-P Taylor features of exp (dimension sum_m D^m: small D and P only)."""
   del rng
   root = math.sqrt(_default_scale(q, scale))
@@ -266,7 +398,7 @@ def taylor_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, sca
 
 
 def limit_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
-                    chunk_size=64):
+                    chunk_size=None):
   """(1 + q.k/P)^P features (dimension (D+1)^P: small D and P only)."""
   del rng
   root = math.sqrt(_default_scale(q, scale))
@@ -290,7 +422,7 @@ def attend(q, k, v, *, kind="softmax", causal=False, mask=None, rng=None, **kind
   mask: key padding [B, Lk] bool (True = attend). rng: favor's projection draw.
   kind_params: linear (feature_map, chunk_size), favor (num_features, orthogonal,
   projection, scale, chunk_size), taylor / limit (order, scale, chunk_size),
-  softmax (scale).
+  softmax (scale, implementation). Inputs may be bfloat16: sums are taken in float32.
   """
   if kind not in _ATTEND:
     raise ValueError(f"unknown attention kind {kind!r} (known: {', '.join(KINDS)})")
@@ -302,14 +434,15 @@ def attend(q, k, v, *, kind="softmax", causal=False, mask=None, rng=None, **kind
 # ----------------------------------------------------------------------------
 
 def kernel_matrix(q, k, *, kind="softmax", rng=None, feature_map="elu", num_features=256,
-                  orthogonal=True, projection=None, order=2, scale=None, chunk_size=None):
+                  orthogonal=True, projection=None, order=2, scale=None, chunk_size=None,
+                  implementation=None):
   """K[b, h, i, j] = K(q_i, k_j) of a kind, evaluated directly ([B, H, Lq, Lk]).
 
   softmax, taylor and limit come from s = q.k (implicit: no feature map), the
   others from their features. For favor this is the estimate with the given
   draw (or rng), unstabilised: exp(q.k) itself is estimated.
   """
-  del chunk_size
+  del chunk_size, implementation
   if kind in ("softmax", "taylor", "limit"):
     dots = jnp.einsum("bqhd,bkhd->bhqk", q, k) * _default_scale(q, scale)
     if kind == "softmax":
@@ -369,24 +502,42 @@ def _linear_map(name):
   return elu_features if name == "elu" else relu_features
 
 
-def _favor_pair(q, k, mask, rng, num_features, orthogonal, projection, scale):
-  """Stabilised FAVOR+ features of queries and keys (offsets cancel, see favor_features)."""
+def _favor_pair(q, k, mask, rng, num_features, orthogonal, projection, scale, causal=False):
+  """Stabilised FAVOR+ features (phi_q, phi_k, key_offsets), in float32 or wider.
+
+  Offsets cancel in the normalised attention (see favor_features): per query,
+  its largest logit; per key, the largest visible key logit, over the whole
+  sequence when not causal (key_offsets None) and a running maximum over
+  positions j' <= j when causal (key_offsets [B, L, H], which
+  _causal_linear_attention uses to rescale), so that no output depends on a
+  later key. Padded keys' logits are -inf before the exp: features exactly 0,
+  whatever their size.
+  """
   if projection is None:
     if rng is None:
       raise ValueError("favor attention needs rng (or a projection) to draw its random features")
     projection = favor_projection(rng, num_features, q.shape[-1], orthogonal)
-  projection = projection.astype(q.dtype)
+  dtype, acc = q.dtype, _accumulator(q.dtype)
+  projection = projection.astype(acc)
   root = math.sqrt(_default_scale(q, scale))
-  q, k = q * root, k * root
+  q, k = q.astype(acc) * root, k.astype(acc) * root
 
   q_logits, k_logits = _favor_logits(q, projection), _favor_logits(k, projection)
+  if mask is not None:
+    k_logits = jnp.where(mask[:, :, None, None], k_logits, -jnp.inf)
   q_offset = jnp.max(q_logits, -1, keepdims=True)                                # per query
-  visible = k_logits if mask is None else jnp.where(mask[:, :, None, None], k_logits, -jnp.inf)
-  k_offset = jnp.max(visible, (1, 3), keepdims=True)                            # per (batch, head)
-  k_offset = jnp.where(jnp.isfinite(k_offset), k_offset, 0)
+  if causal:
+    k_offset = jax.lax.cummax(jnp.max(k_logits, -1), axis=1)                     # [B, L, H]
+    k_offset = jax.lax.stop_gradient(jnp.where(jnp.isfinite(k_offset), k_offset, _NO_KEY))
+    key_offsets, k_offset = k_offset, k_offset[..., None]
+  else:
+    k_offset = jnp.max(k_logits, (1, 3), keepdims=True)                          # per (batch, head)
+    k_offset = jnp.where(jnp.isfinite(k_offset), k_offset, 0)
+    key_offsets = None
   norm = 1.0 / math.sqrt(projection.shape[0])
-  return (jnp.exp(q_logits - jax.lax.stop_gradient(q_offset)) * norm,
-          jnp.exp(k_logits - jax.lax.stop_gradient(k_offset)) * norm)
+  phi_q = jnp.exp(q_logits - jax.lax.stop_gradient(q_offset)) * norm
+  phi_k = jnp.exp(k_logits - jax.lax.stop_gradient(k_offset)) * norm
+  return phi_q.astype(dtype), phi_k.astype(dtype), key_offsets
 
 
 def _allowed(lq, lk, causal, mask):

@@ -1,9 +1,11 @@
-"""Config helpers: loading, validation and the resume compatibility check.
+"""Config helpers: variants, defaults, loading, validation, the resume check.
 
 Configs are plain Python files with `get_config(arg=None)` returning an
-`ml_collections.ConfigDict` (big_vision style). Everything here raises
-`ConfigError` with one line naming the bad key, so the runner can stop before
-any compute and before anything is written.
+`ml_collections.ConfigDict` (big_vision style). `arg` is the text after the
+colon of `configs/X.py:smoke,steps=100`, parsed by `parse_arg`. Everything
+here raises `ConfigError` with one line naming the bad key, so the runner can
+stop before any compute and before anything is written. This module imports
+no jax: loading a config stays cheap (a notebook, `--help`, the sweep tool).
 """
 
 from __future__ import annotations
@@ -18,6 +20,79 @@ import ml_collections
 
 class ConfigError(ValueError):
   """A bad config value, named by its key. Raised before any compute."""
+
+
+def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
+  """Parses a config variant string against named defaults (big_vision's parse_arg).
+
+    parse_arg("smoke,steps=100", smoke=False, full=False, steps=0)
+      -> {smoke: True, full: False, steps: 100}
+
+  A bare name sets a bool flag; `key=value` is converted to the default's type
+  (bool accepts true/false/1/0). An unknown name or a value of the wrong type
+  is a ConfigError naming it, so a typo in `:smok` fails instead of silently
+  running the full experiment.
+  """
+  result = ml_collections.ConfigDict(dict(spec))
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    name, has_value, text = item.partition("=")
+    name = name.strip()
+    if name not in spec:
+      raise ConfigError(f"config variant {name!r} is unknown (known: {', '.join(spec) or 'none'})")
+    default = spec[name]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ConfigError(f"config variant {name!r} needs a value ({name}=...)")
+      result[name] = True
+      continue
+    result[name] = _convert(name, text.strip(), default)
+  return result
+
+
+def _convert(name: str, text: str, default: Any) -> Any:
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(default, int):
+      return int(text)
+    if isinstance(default, float):
+      return float(text)
+  except ValueError:
+    raise ConfigError(f"config variant {name}={text!r}: expected {type(default).__name__}") from None
+  return text
+
+
+def train_defaults(**overrides) -> ml_collections.ConfigDict:
+  """The `train` section every trained experiment starts from (read by lmsys.trainer)."""
+  c = ml_collections.ConfigDict()
+  c.num_steps = 1000
+  c.batch_size = 128
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.progress_bar = True   # shown only when stderr is a terminal
+  c.update(overrides)
+  return c
+
+
+def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
+  """The `optimizer` section: any optax optimizer by name, schedule, decay, clipping."""
+  c = ml_collections.ConfigDict()
+  c.name = "adam"           # any optax optimizer, by name
+  c.learning_rate = 1e-3
+  c.schedule = "constant"   # or "cosine" (decays to 0 at train.num_steps)
+  c.warmup_steps = 0
+  c.weight_decay = 0.0      # decoupled (AdamW-style) where the optimizer takes it
+  c.grad_clip_norm = 0.0    # 0 = no clipping
+  c.kwargs = ml_collections.ConfigDict()  # extra keyword arguments (b1, momentum, ...)
+  c.update(overrides)
+  return c
 
 
 # Keys a resumed run may change without changing the maths of the run.

@@ -4,17 +4,20 @@
 numpy arrays per split, for
   - scikit-learn's bundled sets: digits, breast_cancer, wine, iris
     (a fixed stratified 75/25 train/test split, seed 0);
-  - `fashion_mnist`: the IDX files (gzipped or not) in `data_dir`, default
-    /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist);
-    60k train / 10k test, x float32 in [0, 1] flattened to 784;
+  - `fashion_mnist`: the four IDX files (gzipped or not), 60k train / 10k
+    test, x float32 in [0, 1] flattened to 784;
   - `fewclue/<task>` for the classification tasks eprstmt, tnews, iflytek,
     csldcp: character n-gram TF-IDF + truncated SVD features that lmsys
-    computes itself (`lmsys.text`). `train` is FewCLUE's train_few_all and
-    `test` is dev_few_all: the public test sets carry no labels here.
-    `data_dir` is the data root holding `fewclue/` ($LMSYS_DATA_DIR if None);
+    computes itself (`lmsys.text`). `train` is the split file named by the
+    `train_split` option (default train_few_all), `test` the one named by
+    `test_split` (default dev_few_all: the public test sets are not shipped;
+    a user who has `test_public.json` passes test_split="test_public");
   - `tfds/<name>`: a dataset already prepared by tensorflow_datasets in
     array_record format, read through `tfds.data_source(..., download=False)`.
 Nothing here downloads: a missing file is a ConfigError naming it.
+Every dataset's folder is found one way, `dataset_root`: the `data_dir`
+argument (the config key `data.data_dir`), then `$LMSYS_DATA_DIR`, then the
+loader's own default (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist).
 
 `make_batch_fn(arrays, batch_size, seed)` gives the trainer a pure function
 of (seed, step): batch order never depends on the history of the process, so
@@ -59,10 +62,75 @@ def known_datasets() -> list[str]:
   return [*SKLEARN_SETS, "fashion_mnist", *(f"fewclue/{t}" for t in FEWCLUE_TASKS), "tfds/<name>"]
 
 
-def check_available(name: str, data_dir: str | None = None) -> None:
+# ---------------------------------------------------------------- where data lives
+
+# Where a user gets the files that are not shipped (one line in every "missing" error).
+SOURCES = {
+    "fewclue": "FewCLUE's public release (github.com/CLUEbenchmark/FewCLUE, datasets/)",
+    "kgclue": "KgCLUE's public release (github.com/CLUEbenchmark/KgCLUE, datasets/)",
+    "fashion_mnist": "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
+                     "or the four IDX files of github.com/zalandoresearch/fashion-mnist",
+}
+
+
+def _holds(family: str, base: str, task: str | None = None) -> str | None:
+  """The dataset folder under `base` if `base` holds dataset `family` (None otherwise)."""
+  if family == "fashion_mnist":
+    for root in (base, os.path.join(base, "fashion-mnist"), os.path.join(base, "fashion_mnist")):
+      if _find_idx(root, _FASHION_STEMS["train"][0]):
+        return root
+    return None
+  if family == "fewclue":
+    for path in (os.path.join(base, "fewclue", task), os.path.join(base, task)):
+      if os.path.isdir(path):
+        return path
+    return None
+  if family == "kgclue":
+    for path in (os.path.join(base, "kgclue"), base):
+      if os.path.isfile(os.path.join(path, "train.json")):
+        return path
+    return None
+  raise ValueError(f"unknown data family {family!r}")
+
+
+def dataset_root(family: str, data_dir: str | None = None, task: str | None = None) -> str:
+  """The folder holding a dataset's files, found the one lmsys way.
+
+  1. `data_dir` (the experiment's `data.data_dir` config key) when given: it
+     must hold the dataset (a folder holding `fewclue/<task>/`, `kgclue/`, or
+     the Fashion-MNIST IDX files, directly or in `fashion-mnist/`);
+  2. else `$LMSYS_DATA_DIR`, if it holds the dataset;
+  3. else the loader's own default (Fashion-MNIST: /usr/share/datasets/fashion-mnist).
+  A miss is one ConfigError saying where lmsys looked and where to get the files.
+  """
+  what = f"{family}/{task}" if task else family
+  if data_dir:
+    found = _holds(family, data_dir, task)
+    if not found:
+      raise ConfigError(f"{what}: not found in data.data_dir={data_dir!r}; get it from {SOURCES[family]}")
+    return found
+  looked = []
+  env = os.environ.get("LMSYS_DATA_DIR")
+  if env:
+    found = _holds(family, env, task)
+    if found:
+      return found
+    looked.append(f"$LMSYS_DATA_DIR={env!r}")
+  if family == "fashion_mnist":
+    found = _holds(family, FASHION_MNIST_DIR)
+    if found:
+      return found
+    looked.append(repr(FASHION_MNIST_DIR))
+  where = " or ".join(looked) if looked else "nowhere ($LMSYS_DATA_DIR is not set)"
+  raise ConfigError(f"{what}: data not found (looked in {where}); get it from {SOURCES[family]} and set "
+                    f"$LMSYS_DATA_DIR or config key data.data_dir (README: 'Real data')")
+
+
+def check_available(name: str, data_dir: str | None = None, **options) -> None:
   """Cheap check that `name` is known and its files exist (no loading, no features).
 
-  Experiments call it in `validate`, before any compute.
+  Experiments call it in `validate`, before any compute. `options` are the
+  loader's (FewCLUE: train_split, test_split).
   """
   if name in SKLEARN_SETS:
     return
@@ -72,7 +140,8 @@ def check_available(name: str, data_dir: str | None = None) -> None:
   if name.startswith("fewclue/") and name.split("/", 1)[1] in FEWCLUE_TASKS:
     task = name.split("/", 1)[1]
     directory = fewclue_dir(task, data_dir)
-    needed = [f"{s}.json" for s in FEWCLUE_SPLITS.values()]
+    splits = _fewclue_splits(options)
+    needed = [f"{s}.json" for s in splits.values()]
     needed += {"tnews": ["label_index2en2zh.json"], "csldcp": ["labels_all.txt"]}.get(task, [])
     for file in needed:
       if not os.path.isfile(os.path.join(directory, file)):
@@ -86,10 +155,17 @@ def check_available(name: str, data_dir: str | None = None) -> None:
   raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(known_datasets())})")
 
 
+def _fewclue_splits(options) -> dict[str, str]:
+  """{'train': file stem, 'test': file stem} from the train_split / test_split options."""
+  return {"train": options.get("train_split") or FEWCLUE_SPLITS["train"],
+          "test": options.get("test_split") or FEWCLUE_SPLITS["test"]}
+
+
 def load_arrays(name: str, data_dir: str | None = None, seed: int = 0, **options) -> Dataset:
   """Loads dataset `name` as numpy arrays; raises ConfigError naming what is missing.
 
-  `options` go to the loader that takes them: fewclue/* takes the text
+  `options` go to the loader that takes them: fewclue/* takes train_split and
+  test_split (file stems, default train_few_all / dev_few_all) and the text
   feature settings of `lmsys.text.fewclue_features` (svd_dim, ngram_max,
   use_unlabeled); tfds/* takes x_key, y_key.
   """
@@ -155,14 +231,8 @@ _FASHION_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 
 
 def _fashion_mnist_root(data_dir: str | None) -> str:
-  """The directory holding all four IDX files: data_dir, or a fashion-mnist/ under it."""
-  roots = [data_dir, os.path.join(data_dir, "fashion-mnist"), os.path.join(data_dir, "fashion_mnist")
-           ] if data_dir else [FASHION_MNIST_DIR]
-  for root in roots:
-    if _find_idx(root, _FASHION_STEMS["train"][0]):
-      break
-  else:
-    raise ConfigError(f"fashion_mnist: no {_FASHION_STEMS['train'][0]}[.gz] in {' or '.join(map(repr, roots))}")
+  """The directory holding all four IDX files (see dataset_root for the search order)."""
+  root = dataset_root("fashion_mnist", data_dir)
   for stem in (s for pair in _FASHION_STEMS.values() for s in pair):
     if not _find_idx(root, stem):
       raise ConfigError(f"fashion_mnist: missing {stem}[.gz] in {root!r}")
@@ -184,23 +254,41 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
 # ---------------------------------------------------------------- FewCLUE
 
 def fewclue_dir(task: str, data_dir: str | None = None) -> str:
-  """`<data_dir>/fewclue/<task>` ($LMSYS_DATA_DIR if data_dir is None); data_dir may also be fewclue/ itself."""
-  root = data_dir or os.environ.get("LMSYS_DATA_DIR")
-  if not root:
-    raise ConfigError(f"fewclue/{task}: no data directory (set $LMSYS_DATA_DIR or config data.data_dir)")
-  for path in (os.path.join(root, "fewclue", task), os.path.join(root, task)):
-    if os.path.isdir(path):
-      return path
-  raise ConfigError(f"fewclue/{task}: directory not found: {os.path.join(root, 'fewclue', task)!r}")
+  """`<root>/fewclue/<task>` (see dataset_root); data_dir may also be fewclue/ itself."""
+  return dataset_root("fewclue", data_dir, task)
+
+
+def kgclue_dir(data_dir: str | None = None) -> str:
+  """`<root>/kgclue` (see dataset_root)."""
+  return dataset_root("kgclue", data_dir)
 
 
 def load_fewclue(task: str, split: str, data_dir: str | None = None) -> list[dict]:
   """The records of `<task>/<split>.json` (one JSON object a line) as dicts."""
   path = os.path.join(fewclue_dir(task, data_dir), f"{split}.json")
   if not os.path.isfile(path):
-    raise ConfigError(f"fewclue/{task}: split file not found: {path!r}")
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    raise ConfigError(f"fewclue/{task}: split file not found: {path!r} (config keys data.train_split, "
+                      f"data.test_split name the split files)")
+  return read_json_lines(path)
+
+
+def read_json_lines(path: str, allow_empty: bool = False) -> list[dict]:
+  """One JSON object a line; a bad line is one ConfigError naming the file and line."""
+  records = []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8").strip()
+        if line:
+          record = json.loads(line)
+          if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+          records.append(record)
+      except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}, line {number}: malformed record ({str(e).splitlines()[0]})") from None
+  if not records and not allow_empty:
+    raise ConfigError(f"{path}: no records (empty file)")
+  return records
 
 
 def fewclue_text(task: str, record: dict) -> str:
@@ -209,8 +297,12 @@ def fewclue_text(task: str, record: dict) -> str:
   return (record.get("content") if task == "csldcp" else record.get("sentence")) or ""
 
 
-def fewclue_label_names(task: str, data_dir: str | None = None) -> list[str]:
-  """Class names in a fixed order; a record's class index is its position here."""
+def fewclue_label_names(task: str, data_dir: str | None = None,
+                        splits=tuple(FEWCLUE_SPLITS.values())) -> list[str]:
+  """Class names in a fixed order; a record's class index is its position here.
+
+  (iflytek has no label file: its names come from the labels of `splits`.)
+  """
   directory = fewclue_dir(task, data_dir)
   if task == "eprstmt":
     return ["Negative", "Positive"]
@@ -221,7 +313,7 @@ def fewclue_label_names(task: str, data_dir: str | None = None) -> list[str]:
     with open(os.path.join(directory, "labels_all.txt"), encoding="utf-8") as f:
       return [line.strip() for line in f if line.strip()]
   if task == "iflytek":  # labels are already 0..118; the file has no list, so take them from the data.
-    labels = {int(r["label"]) for s in FEWCLUE_SPLITS.values() for r in load_fewclue(task, s, data_dir)}
+    labels = {int(r["label"]) for s in splits for r in load_fewclue(task, s, data_dir)}
     return [str(i) for i in range(max(labels) + 1)]
   raise ConfigError(f"fewclue/{task}: not a classification task lmsys reads (known: {', '.join(FEWCLUE_TASKS)})")
 
@@ -234,10 +326,12 @@ def fewclue_labels(task: str, records: list[dict], names: list[str]) -> np.ndarr
     raise ConfigError(f"fewclue/{task}: label {e.args[0]!r} not in the label list") from None
 
 
-def _load_fewclue_features(task: str, data_dir: str | None, seed: int, **options) -> Dataset:
+def _load_fewclue_features(task: str, data_dir: str | None, seed: int, train_split: str = "",
+                           test_split: str = "", **options) -> Dataset:
   from lmsys import text  # pylint: disable=g-import-not-at-top
-  names = fewclue_label_names(task, data_dir)
-  records = {split: load_fewclue(task, file, data_dir) for split, file in FEWCLUE_SPLITS.items()}
+  files = _fewclue_splits({"train_split": train_split, "test_split": test_split})
+  names = fewclue_label_names(task, data_dir, tuple(files.values()))
+  records = {split: load_fewclue(task, file, data_dir) for split, file in files.items()}
   texts = {split: [fewclue_text(task, r) for r in recs] for split, recs in records.items()}
   unlabeled = []
   if os.path.isfile(os.path.join(fewclue_dir(task, data_dir), "unlabeled.json")):
@@ -245,7 +339,7 @@ def _load_fewclue_features(task: str, data_dir: str | None, seed: int, **options
   features, info = text.fewclue_features(texts["train"], [texts["test"]], unlabeled, seed=seed, **options)
   splits = {"train": {"x": features[0], "y": fewclue_labels(task, records["train"], names)},
             "test": {"x": features[1], "y": fewclue_labels(task, records["test"], names)}}
-  info.update(label_names=names, files=dict(FEWCLUE_SPLITS))
+  info.update(label_names=names, files=files)
   return Dataset(f"fewclue/{task}", splits, num_classes=len(names), info=info)
 
 
@@ -322,3 +416,27 @@ def make_batch_fn(arrays: dict[str, np.ndarray], batch_size: int, seed: int
     return {k: v[idx] for k, v in arrays.items()}
 
   return batch_fn
+
+
+def map_batches(fn: Callable[[dict, int], dict], arrays: dict[str, np.ndarray], batch_size: int
+                ) -> dict[str, np.ndarray]:
+  """Per-example outputs of `fn(batch, offset)` over all rows, in fixed-size batches.
+
+  The last batch is padded with zeros up to the batch size and the padding's
+  outputs dropped, so a jitted `fn` compiles once for the whole set (not once
+  more for a ragged last batch). `fn` returns a dict of arrays whose leading
+  axis is the batch; `offset` is the first row's index (e.g. to fold into a key).
+  """
+  size = len(next(iter(arrays.values())))
+  if size == 0:
+    raise ConfigError("cannot evaluate on an empty set")
+  pieces = []
+  for start in range(0, size, batch_size):
+    batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+    real = len(next(iter(batch.values())))
+    if real < batch_size:
+      batch = {k: np.concatenate([v, np.zeros((batch_size - real, *v.shape[1:]), v.dtype)])
+               for k, v in batch.items()}
+    out = fn(batch, start)
+    pieces.append({k: np.asarray(v)[:real] for k, v in out.items()})
+  return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}

@@ -3,9 +3,13 @@
 The note's count, in multiplications, for n tokens and h heads of size d:
 self-attention `4 n h^2 d^2` (q, k, v and output projections) `+ 2 n^2 h d`
 (q k^T and A v); FFN with expansion r: `2 r n h^2 d^2`. So with r = 4 the
-attention sub-layer costs more than the FFN once n > 2hd, the n^2 term
-outweighs the rest of the layer once n > 6hd, and linear attention (per head
-`2 n F d` with F = 4d to keep quality) beats softmax's `2 n^2 d` once n > 16d.
+attention sub-layer costs more than the FFN once n > 2hd, and the n^2 term
+outweighs the rest of the layer once n > 6hd. Linear attention costs `2 n F d_v`
+per head (F features, values of size d_v) against softmax's `2 n^2 d`; with a
+head of 4d for queries, keys *and values* (F = d_v = 4d, what
+configs/attention_cost.py measures) that is `32 n d^2`, so it wins once
+n > 16d. The n > 16d crossover holds only with value size 4d: with F = 4d and
+values of size d the count is `8 n d^2` and the crossover is n > 4d.
 
 `*_multiplications` give the note's count (matrix products only).
 `*_flops` follow XLA's cost-analysis conventions so that they can be checked

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmsys import data
+
 # (rng, num_samples) -> log weights [num_samples, B]; everything else is closed over.
 LogWeightFn = Callable[[jax.Array, int], jax.Array]
 
@@ -108,17 +110,12 @@ def make_estimator(apply_fn, num_samples: int, chunk_size: int, bound_ks: Sequen
 def evaluate_dataset(estimator, params, x: np.ndarray, rng, batch_size: int) -> dict[str, np.ndarray]:
   """`estimator` (from make_estimator) over a dataset in batches: per-image arrays [N].
 
-  The last batch is padded (and the padding dropped), so one compilation serves all.
+  Batches of exactly batch_size (the last one padded, its padding dropped), so
+  one compilation serves all; batch i draws its samples from fold_in(rng, offset).
   """
-  pieces = []
-  for start in range(0, len(x), batch_size):
-    x_batch = x[start:start + batch_size]
-    pad = batch_size - len(x_batch)
-    if pad:
-      x_batch = np.concatenate([x_batch, np.zeros((pad, *x_batch.shape[1:]), x_batch.dtype)])
-    out = estimator(params, x_batch, jax.random.fold_in(rng, start))
-    pieces.append({k: np.asarray(v)[:batch_size - pad] for k, v in out.items()})
-  return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+  return data.map_batches(
+      lambda batch, offset: estimator(params, batch["x"], jax.random.fold_in(rng, offset)),
+      {"x": x}, batch_size)
 
 
 def summarize(per_image: dict[str, np.ndarray]) -> dict[str, float]:

@@ -70,9 +70,23 @@ class Writer:
     self.close()
 
 
+def pyplot():
+  """matplotlib.pyplot, with the file-only Agg backend chosen here and nowhere else.
+
+  Experiments run on machines with no display; a notebook that has already
+  imported pyplot keeps its own (inline) backend.
+  """
+  import sys  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  if "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
 def save_figure(fig, workdir: str, name: str) -> str:
   """Saves a matplotlib figure as `workdir/figures/<name>.png` and closes it."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   path = os.path.join(workdir, "figures", f"{name}.png")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, dpi=120, bbox_inches="tight")

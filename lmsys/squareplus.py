@@ -5,7 +5,7 @@ its derivative formulas, the two constants the note quotes, computed rather
 than typed in (float64 numpy/scipy throughout),
   - the smallest b with squareplus >= softplus everywhere (note: 4 log^2 2),
   - the minimax b for |squareplus - softplus| (note: 1.52382103, error 0.075931),
-and a timing helper for the speed comparison (scripts/bench_activations.py).
+and the speed comparison of activations (`activation_speed`, timed by lmsys.timing).
 
 Both constants use one symmetry: squareplus(-x) = squareplus(x) - x and
 softplus(-x) = softplus(x) - x, so their gap is even in x and x >= 0 suffices.
@@ -14,8 +14,6 @@ softplus(-x) = softplus(x) - x, so their gap is even in x and x >= 0 suffices.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 from scipy import optimize
@@ -118,35 +116,23 @@ def constants():
   }
 
 
-def time_fn(fn, *args, repeats=10):
-  """Best wall time of a jitted call (block_until_ready), after one compile call."""
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
-def benchmark_activations(names, size=1 << 24, repeats=10, seed=0):
+def activation_speed(names, size=1 << 24, repeats=10, seed=0):
   """Forward and forward+backward time of each named activation on one float32 array.
 
-  Returns {name: {"forward_ms", "forward_backward_ms", "forward_ratio_to_relu", ...}}.
-  The backward pass is jax.grad of sum(act(x)), i.e. act'(x) elementwise.
+  Returns {name: {"forward_ms", "forward_backward_ms", "forward_ratio_to_relu", ...}},
+  best of `repeats` calls after compilation (lmsys.timing.benchmark). The
+  backward pass is jax.grad of sum(act(x)), i.e. act'(x) elementwise.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from lmsys import activations  # pylint: disable=g-import-not-at-top
+  from lmsys import activations, timing  # pylint: disable=g-import-not-at-top
   x = jax.random.normal(jax.random.key(seed), (size,), jnp.float32) * 3.0
   out = {}
   for name in names:
     act = activations.get(name)
-    forward = jax.jit(act)
-    backward = jax.jit(jax.grad(lambda v, act=act: jnp.sum(act(v))))
-    out[name] = {"forward_ms": 1e3 * time_fn(forward, x, repeats=repeats),
-                 "forward_backward_ms": 1e3 * time_fn(backward, x, repeats=repeats)}
+    backward = jax.grad(lambda v, act=act: jnp.sum(act(v)))
+    out[name] = {"forward_ms": 1e3 * timing.benchmark(act, x, repeats=repeats).best_seconds,
+                 "forward_backward_ms": 1e3 * timing.benchmark(backward, x, repeats=repeats).best_seconds}
   base = out.get("relu", next(iter(out.values())))
   for row in out.values():
     row["forward_ratio_to_relu"] = row["forward_ms"] / base["forward_ms"]

@@ -2,8 +2,8 @@
 
 Documents: the `sentence` field of every FewCLUE `unlabeled.json` (eprstmt
 reviews, tnews headlines; the files without that field are skipped) and the
-`question` field of KgCLUE `train.json`, read from the data directory
-(`$LMSYS_DATA_DIR` or config.data.data_dir). A fixed 5% of documents (seeded
+`question` field of KgCLUE `train.json`, from the folder holding `fewclue/`
+and `kgclue/` (config data.data_dir, else $LMSYS_DATA_DIR: lmsys.data.dataset_root). A fixed 5% of documents (seeded
 permutation) is held out. The vocabulary is every character seen at least
 `min_count` times in the training documents; the rest map to <unk>. Documents
 are joined into one stream, each followed by <eos>, and the LM reads windows
@@ -15,11 +15,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import json
 import os
 
 import numpy as np
 
+from lmsys import data
 from lmsys.config import ConfigError
 
 PAD, UNK, EOS = 0, 1, 2
@@ -38,29 +38,35 @@ class CharCorpus:
     return len(self.vocab)
 
 
-def read_documents(data_dir: str) -> list[str]:
+def _sources(data_dir: str | None) -> list[tuple[str, str]]:
+  """(file, JSON field) of every document source; a ConfigError if the data is missing."""
+  root = os.path.dirname(data.kgclue_dir(data_dir))
+  sources = [(path, "sentence") for path in sorted(glob.glob(os.path.join(root, "fewclue", "*", "unlabeled.json")))]
+  if not sources:
+    raise ConfigError(f"char corpus: no fewclue/*/unlabeled.json under {root!r}; get them from "
+                      f"{data.SOURCES['fewclue']}")
+  return sources + [(os.path.join(root, "kgclue", "train.json"), "question")]
+
+
+def check_available(data_dir: str | None = None) -> None:
+  """Cheap check (no reading) that the corpus files exist: for validate()."""
+  _sources(data_dir)
+
+
+def read_documents(data_dir: str | None = None) -> list[str]:
   """FewCLUE unlabeled sentences and KgCLUE questions, in a fixed order."""
-  if not data_dir or not os.path.isdir(data_dir):
-    raise ConfigError(f"config key 'data.data_dir': data directory does not exist: {data_dir!r}")
-  sources = [(path, "sentence") for path in sorted(glob.glob(os.path.join(data_dir, "fewclue", "*", "unlabeled.json")))]
-  sources.append((os.path.join(data_dir, "kgclue", "train.json"), "question"))
   docs = []
-  for path, field in sources:
-    if not os.path.isfile(path):
-      raise ConfigError(f"config key 'data.data_dir': missing {path}")
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          text = json.loads(line).get(field, "").strip()
-          if text:
-            docs.append(text)
+  for path, field in _sources(data_dir):
+    for record in data.read_json_lines(path, allow_empty=True):
+      text = str(record.get(field, "")).strip()
+      if text:
+        docs.append(text)
   if not docs:
-    raise ConfigError(f"config key 'data.data_dir': no documents found under {data_dir}")
+    raise ConfigError(f"char corpus: no documents found in {[p for p, _ in _sources(data_dir)]}")
   return docs
 
 
-def load_corpus(data_dir: str, heldout_fraction: float = 0.05, min_count: int = 3,
+def load_corpus(data_dir: str | None, heldout_fraction: float = 0.05, min_count: int = 3,
                 seed: int = 0, max_documents: int | None = None) -> CharCorpus:
   docs = read_documents(data_dir)
   order = np.random.default_rng(seed).permutation(len(docs))

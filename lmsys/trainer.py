@@ -24,12 +24,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from lmsys import checkpoint
+from lmsys import config as config_lib
 from lmsys.config import ConfigError, check_positive_int, get
 
 
@@ -46,30 +46,9 @@ class TrainResult:
   steps_per_second: float
 
 
-def default_train_config(**overrides) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.num_steps = 1000
-  c.batch_size = 128
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.progress_bar = True   # shown only when stderr is a terminal
-  c.update(overrides)
-  return c
-
-
-def default_optimizer_config(**overrides) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = "adam"           # any optax optimizer, by name
-  c.learning_rate = 1e-3
-  c.schedule = "constant"   # or "cosine" (decays to 0 at train.num_steps)
-  c.warmup_steps = 0
-  c.weight_decay = 0.0      # decoupled (AdamW-style) where the optimizer takes it
-  c.grad_clip_norm = 0.0    # 0 = no clipping
-  c.kwargs = ml_collections.ConfigDict()  # extra keyword arguments (b1, momentum, ...)
-  c.update(overrides)
-  return c
+# Kept for callers of the old names; configs use lmsys.config (no jax import).
+default_train_config = config_lib.train_defaults
+default_optimizer_config = config_lib.optimizer_defaults
 
 
 # ---------------------------------------------------------------------------

@@ -10,14 +10,10 @@ ratios to relu are comparable. Prints a table; --json writes the numbers.
 
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from lmsys import squareplus  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lmsys import squareplus
 
 NAMES = ("relu", "squareplus", "softplus", "gelu", "gelu_tanh")
 
@@ -28,7 +24,7 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
-  rows = squareplus.benchmark_activations(NAMES, size=args.size, repeats=args.repeats)
+  rows = squareplus.activation_speed(NAMES, size=args.size, repeats=args.repeats)
   print(f"{args.size} float32 values on {jax.devices()[0].device_kind}, best of {args.repeats}")
   print(f"{'activation':12s} {'fwd ms':>9s} {'fwd/relu':>9s} {'fwd+bwd ms':>11s} {'fwd+bwd/relu':>13s}")
   for name, r in rows.items():

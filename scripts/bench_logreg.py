@@ -14,25 +14,12 @@ import argparse
 import json
 import os
 import platform
-import sys
-import time
 import warnings
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import jax
 import numpy as np
 
-from lmsys import data, logreg
-
-
-def best_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
-  return min(times), times, out
+from lmsys import data, logreg, timing
 
 
 def main():
@@ -49,11 +36,10 @@ def main():
   x_dev = jax.device_put(x)
   y_dev = jax.device_put(y)
 
-  fit = lambda: jax.block_until_ready(logreg.fit_analytic(x_dev, y_dev, 10))
-  start = time.perf_counter()
-  fit()
-  first_call = time.perf_counter() - start
-  analytic_s, analytic_all, (w, b) = best_time(fit, max(args.repeats, 5))
+  fit = lambda: logreg.fit_analytic(x_dev, y_dev, 10)
+  analytic = timing.benchmark(fit, jit=False, repeats=max(args.repeats, 5))
+  first_call, analytic_s, analytic_all = analytic.first_seconds, analytic.best_seconds, list(analytic.times)
+  w, b = fit()
   analytic_acc = logreg.evaluate(logreg.logits(test_x, w, b), test_y)["accuracy"]
 
   from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
@@ -64,7 +50,10 @@ def main():
       warnings.simplefilter("ignore", ConvergenceWarning)
       return LogisticRegression(solver="lbfgs", max_iter=args.max_iter).fit(x, y)
 
-  sklearn_s, sklearn_all, model = best_time(fit_sklearn, args.repeats)
+  sklearn = timing.benchmark(fit_sklearn, jit=False, repeats=args.repeats)
+  sklearn_s, sklearn_all = sklearn.best_seconds, [sklearn.first_seconds, *sklearn.times]
+  sklearn_s = min(sklearn_all)  # lbfgs has no compile: its first call counts as a repeat
+  model = fit_sklearn()
   sklearn_acc = float(model.score(test_x, test_y))
 
   result = {

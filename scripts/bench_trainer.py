@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-import jax  # pylint: disable=g-import-not-at-top
+import jax
 import jax.numpy as jnp
 import optax
 
-from experiments import mlp as mlp_experiment
-from lmsys import config as config_lib, data, metrics, trainer
+from lmsys import config as config_lib, data, metrics, timing, trainer
 from lmsys.models.mlp import MLP
+from lmsys.tasks import classification
 
 
 def bare_loop(model, tx, batch_fn, steps, seed, dim, same_metrics=False):
   params = model.init(jax.random.split(jax.random.key(seed))[0], jnp.zeros((1, dim)))["params"]
   opt_state = tx.init(params)
   step_key = jax.random.split(jax.random.key(seed))[1]
-  loss_fn = mlp_experiment.make_loss_fn(model)
+  loss_fn = classification.make_loss_fn(model)
 
   @jax.jit
   def step_fn(params, opt_state, batch, step):
@@ -47,11 +43,11 @@ def bare_loop(model, tx, batch_fn, steps, seed, dim, same_metrics=False):
 
   params, opt_state, loss = step_fn(params, opt_state, batch_fn(0), 0)
   jax.block_until_ready(loss)
-  t0 = time.perf_counter()
-  for step in range(1, steps):
-    params, opt_state, loss = step_fn(params, opt_state, batch_fn(step), step)
-  jax.block_until_ready(params)
-  return (steps - 1) / (time.perf_counter() - t0)
+  with timing.Stopwatch() as watch:
+    for step in range(1, steps):
+      params, opt_state, loss = step_fn(params, opt_state, batch_fn(step), step)
+    jax.block_until_ready(params)
+  return (steps - 1) / watch.seconds
 
 
 def trainer_loop(config, model, batch_fn, dim):
@@ -59,7 +55,7 @@ def trainer_loop(config, model, batch_fn, dim):
     result = trainer.train(
         config, workdir, writer,
         init_fn=lambda rng: model.init(rng, jnp.zeros((1, dim)))["params"],
-        loss_fn=mlp_experiment.make_loss_fn(model), batch_fn=batch_fn)
+        loss_fn=classification.make_loss_fn(model), batch_fn=batch_fn)
   return result.steps_per_second
 
 
@@ -80,7 +76,7 @@ def main():
   config.train.batch_size = args.batch_size
   config.train.log_every = config.train.checkpoint_every = config.train.eval_every = args.steps
   config.train.progress_bar = False
-  dataset, train_x, _ = mlp_experiment._dataset(config)
+  dataset, train_x, _ = classification.load_standardized(config, config.data.name)
   batch_fn = data.make_batch_fn({"x": train_x, "y": dataset["train"]["y"]}, args.batch_size, config.seed)
   model = MLP(hidden=tuple(config.model.hidden), num_classes=dataset.num_classes)
   tx = trainer.make_optimizer(config.optimizer, args.steps)

@@ -10,18 +10,17 @@ Timings are wall-clock on whatever machine runs it (compilation excluded).
 """
 
 import argparse
-import time
 
 import jax
 import numpy as np
 
-from lmsys import iwae
+from lmsys import iwae, timing
 from lmsys.models import vae
 
 
 def temp_mib(fn, *args):
-  analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
-  return analysis.temp_size_in_bytes / 2 ** 20 if analysis is not None else float("nan")
+  temp = timing.compiled_memory(fn, *args)["temp_bytes"]
+  return temp / 2 ** 20 if temp is not None else float("nan")
 
 
 def main():
@@ -55,22 +54,18 @@ def main():
   estimator = iwae.make_estimator(apply, 5000, args.chunk, (1, 5, 50, 500))
   xs = np.tile(x, (args.images // args.batch + 1, 1))[:args.images]
   iwae.evaluate_dataset(estimator, params, x, rng, args.batch)  # compile
-  t0 = time.perf_counter()
-  iwae.evaluate_dataset(estimator, params, xs, rng, args.batch)
-  seconds = time.perf_counter() - t0
+  with timing.Stopwatch() as watch:
+    iwae.evaluate_dataset(estimator, params, xs, rng, args.batch)
+  seconds = watch.seconds
   print(f"{args.images} images in {seconds:.1f} s: {args.images / seconds:.2f} images/s "
         f"({args.images * 5000 / seconds:,.0f} samples/s)")
 
   print("\n## training steps per second (batch 100)")
   xb = (np.random.default_rng(1).random((100, args.input)) < 0.3).astype(np.float32)
   for k in (1, 5, 50):
-    step = jax.jit(jax.grad(lambda p, r: iwae.iwae_loss(apply(p, xb, r, k))))
-    jax.block_until_ready(step(params, rng))
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 3:
-      jax.block_until_ready(step(params, jax.random.fold_in(rng, n)))
-      n += 1
-    print(f"k={k}: {n / (time.perf_counter() - t0):.1f} steps/s")
+    step = jax.grad(lambda p, r: iwae.iwae_loss(apply(p, xb, r, k)))
+    measured = timing.benchmark(step, params, rng, target_seconds=3.0, max_repeats=10_000)
+    print(f"k={k}: {1 / measured.median_seconds:.1f} steps/s (median of {len(measured.times)} steps)")
 
 
 if __name__ == "__main__":

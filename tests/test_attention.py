@@ -198,7 +198,7 @@ def _xla_flops(f, *args):
 @pytest.mark.parametrize("kind,params,causal", [
     ("softmax", {}, False), ("softmax", {}, True), ("linear", {}, False),
     ("linear", {"feature_map": "relu"}, False), ("favor", {"num_features": 64}, False),
-    ("linear", {"chunk_size": 256}, True),   # one chunk: XLA counts a loop body once
+    ("linear", {"chunk_size": 64}, True),    # chunk-parallel, no loop: XLA counts every chunk
 ])
 def test_flop_counter_matches_xla_core(kind, params, causal):
   n, h, d = 256, 4, 32
@@ -232,3 +232,70 @@ def test_note_crossovers():
   assert at(1535)["attention"] < at(1535)["ffn"] < at(1537)["attention"] - (at(1537)["ffn"] - at(1535)["ffn"])
   rest = lambda n: at(n)["total"] - at(n)["attention_core"]
   assert at(4607)["attention_core"] < rest(4607) and at(4609)["attention_core"] > rest(4609)
+
+
+# ---------------------------------------------------------------------------- FAVOR+ offsets
+
+def _far_keys(k, radius):
+  """Keys of norm `radius` after favor's scale^(1/2): FAVOR logits w.x - |x|^2/2 near -radius^2/2."""
+  root = math.sqrt(1 / math.sqrt(k.shape[-1]))
+  return k / jnp.linalg.norm(k, axis=-1, keepdims=True) * (radius / root)
+
+
+def _peak_key(shape, projection, dim):
+  """A key at the peak of the largest feature's logit, |w|^2/2 > 0 (favor's scale included)."""
+  w = projection[np.argmax(np.linalg.norm(projection, axis=1))]
+  root = math.sqrt(1 / math.sqrt(dim))
+  return jnp.broadcast_to(jnp.asarray(w / root, jnp.float32), shape)
+
+
+def _favor_logit_max(k, projection):
+  x = k * math.sqrt(1 / math.sqrt(k.shape[-1]))
+  return float((x @ projection.T - 0.5 * (x * x).sum(-1, keepdims=True)).max())
+
+
+def _favor(q, k, v, causal, mask=None, chunk_size=4):
+  return jax.jit(lambda q, k, v: A.attend(q, k, v, kind="favor", causal=causal, mask=mask,
+                                          projection=jnp.asarray(_PROJECTION),
+                                          chunk_size=chunk_size))(q, k, v)
+
+
+def _favor_reference64(q, k, v, causal, mask=None):
+  with enable_x64():
+    f64 = lambda x: jnp.asarray(np.asarray(x), jnp.float64)
+    return np.asarray(A.reference_attend(f64(q), f64(k), f64(v), kind="favor", causal=causal,
+                                         mask=mask, projection=f64(_PROJECTION)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_favor_padded_keys_with_huge_logits_are_ignored(causal):
+  # Visible keys far out (logits ~ -130), padded keys at a feature's peak (logit
+  # ~ +4): exp(padded - max over visible) overflows float32 unless the padded
+  # keys are dropped before the exp; inf * 0 would then be NaN over whole rows.
+  q, k, v = _qkv(6)
+  k = _far_keys(k, 16.0)
+  mask = jnp.concatenate([jnp.arange(23)[None] < 17, jnp.arange(23)[None] < 12])
+  padded = jnp.where(mask[:, :, None, None], k, _peak_key(k.shape, _PROJECTION, 4))
+  assert _favor_logit_max(padded, _PROJECTION) - _favor_logit_max(k, _PROJECTION) > 90
+  out = _favor(q, padded, v, causal, mask)
+  assert bool(jnp.isfinite(out).all())
+  np.testing.assert_allclose(out, _favor(q, k, v, causal, mask), atol=1e-5, rtol=1e-5)
+  ref = _favor_reference64(q, k, v, causal, mask)
+  np.testing.assert_allclose(out, ref, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("chunk_size", [3, 64])   # several chunks; one chunk holding all
+def test_causal_favor_outputs_do_not_depend_on_future_keys(chunk_size):
+  # Keys far out (logits ~ -130); the last key is changed to one at a feature's
+  # peak (logit ~ +4), to 100x itself, or to 0. An offset taken over all
+  # positions would underflow every earlier key's features (outputs -> 0).
+  q, k, v = _qkv(7, length=11)
+  k = _far_keys(k, 16.0)
+  out = _favor(q, k, v, True, chunk_size=chunk_size)
+  ref = _favor_reference64(q, k, v, True)
+  np.testing.assert_allclose(out, ref, atol=1e-4 * np.abs(ref).max())
+  last = k[:, -1:]
+  for changed in (_peak_key(last.shape, _PROJECTION, 4), last * 100, last * 0):
+    out2 = _favor(q, k.at[:, -1:].set(changed), v, True, chunk_size=chunk_size)
+    assert bool(jnp.isfinite(out2).all())
+    np.testing.assert_allclose(out2[:, :-1], out[:, :-1], atol=1e-5 * np.abs(ref).max(), rtol=1e-5)

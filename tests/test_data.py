@@ -8,6 +8,8 @@ import pytest
 
 from lmsys import data
 from lmsys.config import ConfigError
+from tests import fixture_data
+from tests.conftest import REAL_DATA_DIR, needs_real_data
 
 
 def _write_idx(path, array, compress):
@@ -94,28 +96,50 @@ def test_sklearn_sets_split_and_types():
 
 # ---------------------------------------------------------------- FewCLUE
 
-needs_data = pytest.mark.skipif(not os.environ.get("LMSYS_DATA_DIR"),
-                                reason="LMSYS_DATA_DIR is unset (point it at the shared data root)")
+# Each FewCLUE test runs on the fixture data (tests/fixture_data.py, always) and on the real
+# files (skipped, with the reason, when they are absent): same code paths, sizes from each.
+REAL_FEWCLUE = {"lines": {("tnews", "train_few_all"): 1185, ("eprstmt", "unlabeled"): 19565,
+                          ("csldcp", "dev_few_all"): 2068, ("eprstmt", "train_few_all"): 160},
+                "num_classes": {"eprstmt": 2, "tnews": 15, "iflytek": 119, "csldcp": 67}}
+FIXTURE_FEWCLUE = {"lines": {("tnews", "train_few_all"): fixture_data.few_all_lines("tnews"),
+                             ("eprstmt", "unlabeled"): fixture_data.UNLABELED_LINES["eprstmt"],
+                             ("csldcp", "dev_few_all"): fixture_data.few_all_lines("csldcp"),
+                             ("eprstmt", "train_few_all"): fixture_data.few_all_lines("eprstmt")},
+                   "num_classes": fixture_data.NUM_CLASSES}
 
 
-@needs_data
-def test_load_fewclue_records_and_errors(tmp_path):
+@pytest.fixture(params=["fixture", pytest.param("real", marks=needs_real_data)])
+def fewclue_root(request, monkeypatch):
+  """(data root, expected sizes), with $LMSYS_DATA_DIR pointing at that root."""
+  if request.param == "real":
+    root, expected = REAL_DATA_DIR, REAL_FEWCLUE
+  else:
+    root, expected = str(request.getfixturevalue("fixture_data_dir")), FIXTURE_FEWCLUE
+  monkeypatch.setenv("LMSYS_DATA_DIR", root)
+  return root, expected
+
+
+def test_load_fewclue_records_and_errors(tmp_path, fewclue_root):
+  root, expected = fewclue_root
+  lines = expected["lines"]
   records = data.load_fewclue("tnews", "train_few_all")
-  assert len(records) == 1185 and {"sentence", "label"} <= set(records[0])
-  assert len(data.load_fewclue("eprstmt", "unlabeled")) == 19565
-  assert len(data.load_fewclue("eprstmt", "dev_3")) > 0
+  assert len(records) == lines["tnews", "train_few_all"] and {"sentence", "label"} <= set(records[0])
+  assert len(data.load_fewclue("eprstmt", "unlabeled")) == lines["eprstmt", "unlabeled"]
+  folds = [data.load_fewclue("eprstmt", f"train_{k}") for k in range(5)]
+  assert sum(len(f) for f in folds) == lines["eprstmt", "train_few_all"]  # few_all = the 5 folds
   with pytest.raises(ConfigError, match="test_public.json"):
     data.load_fewclue("tnews", "test_public")
-  with pytest.raises(ConfigError, match="directory not found"):
+  with pytest.raises(ConfigError, match="fewclue/tnews") as e:
     data.load_fewclue("tnews", "train_few_all", data_dir=str(tmp_path))
+  assert str(tmp_path) in str(e.value)
   # The fewclue/ folder itself is accepted as data_dir too.
-  fewclue_root = os.path.join(os.environ["LMSYS_DATA_DIR"], "fewclue")
-  assert len(data.load_fewclue("csldcp", "dev_few_all", data_dir=fewclue_root)) == 2068
+  fewclue_dir = os.path.join(root, "fewclue")
+  assert len(data.load_fewclue("csldcp", "dev_few_all", data_dir=fewclue_dir)) == lines["csldcp", "dev_few_all"]
 
 
-@needs_data
-@pytest.mark.parametrize("task,num_classes", [("eprstmt", 2), ("tnews", 15), ("iflytek", 119), ("csldcp", 67)])
-def test_fewclue_labels_are_contiguous(task, num_classes):
+@pytest.mark.parametrize("task", ["eprstmt", "tnews", "iflytek", "csldcp"])
+def test_fewclue_labels_are_contiguous(task, fewclue_root):
+  num_classes = fewclue_root[1]["num_classes"][task]
   names = data.fewclue_label_names(task)
   assert len(names) == num_classes
   for split in data.FEWCLUE_SPLITS.values():
@@ -123,19 +147,30 @@ def test_fewclue_labels_are_contiguous(task, num_classes):
     y = data.fewclue_labels(task, records, names)
     assert y.min() >= 0 and y.max() < num_classes
     assert all(data.fewclue_text(task, r) for r in records)
-  if task == "eprstmt":
-    assert names[y[0]] == records[0]["label"]
+    assert all(names[label] == str(r["label"]) for label, r in zip(y, records))
 
 
-@needs_data
-def test_fewclue_text_features():
+def test_fewclue_text_features(fewclue_root):
+  n = fewclue_root[1]["lines"]["eprstmt", "train_few_all"]
   ds = data.load_arrays("fewclue/eprstmt", svd_dim=32, use_unlabeled=False)
-  assert ds["train"]["x"].shape == (160, 32) and ds["test"]["x"].shape == (160, 32)
+  assert ds["train"]["x"].shape == (n, 32) and ds["test"]["x"].shape[1] == 32
   assert ds["train"]["x"].dtype == np.float32 and np.isfinite(ds["test"]["x"]).all()
-  assert ds.num_classes == 2 and np.bincount(ds["train"]["y"]).min() > 50
-  assert ds.info["fit_documents"] == 160  # fitted on train only: never on held-out text
+  assert ds.num_classes == 2 and np.bincount(ds["train"]["y"]).min() > n // 4
+  assert ds.info["fit_documents"] == n  # fitted on train only: never on held-out text
   with pytest.raises(ConfigError, match="ngram_max"):
     data.load_arrays("fewclue/eprstmt", ngram_max=5)
+
+
+def test_fewclue_features_separate_the_fixture_classes(fixture_data_env):
+  """On the fixture data each class has characters of its own, so the features carry the label:
+  a nearest-class-mean rule on held-out lines beats chance by far for every task."""
+  for task in data.FEWCLUE_TASKS:
+    ds = data.load_arrays(f"fewclue/{task}", svd_dim=16)
+    x, y = ds["train"]["x"], ds["train"]["y"]
+    means = np.stack([x[y == c].mean(0) for c in range(ds.num_classes)])
+    predicted = np.argmin(((ds["test"]["x"][:, None] - means[None]) ** 2).sum(-1), 1)
+    chance = 1 / ds.num_classes
+    assert np.mean(predicted == ds["test"]["y"]) > chance + 0.5 * (1 - chance), task
 
 
 # ---------------------------------------------------------------- TFDS

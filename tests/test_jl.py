@@ -73,7 +73,27 @@ def test_smallest_good_dim():
   assert jl.smallest_good_dim(grid, [0.9, 0.4, 0.6, 0.3], 0.5) == 40
   assert jl.smallest_good_dim(grid, [0.9, 0.4, 0.45, 0.3], 0.5) == 20
   assert jl.smallest_good_dim(grid, [0.9, 0.4, 0.45, 0.6], 0.5) is None
-  assert jl.sklearn_min_dim(1000, 0.5) == int(4 * np.log(1000) / (0.5 ** 2 / 2 - 0.5 ** 3 / 3))
+
+
+@pytest.mark.parametrize("num", [10, 100, 1000, 10000])
+def test_dimension_bounds_follow_from_the_norm_lemma_by_a_union_bound(num):
+  """The note's N-point claims, derived from its own norm lemma: at n >= 24 log N / eps^2 the
+  N(N-1)/2 pair distances all stay within 1 +- eps except with probability <= 1/N; at
+  16 log N / eps^2 the failure probability is < 1 (a good projection exists) but not <= 1/N.
+  Checks jl_dim_bound against norm_tail_bound (and the exact tail) rather than a formula."""
+  pairs = num * (num - 1) / 2
+  for eps in (0.1, 0.25, 0.5, 0.9):
+    n24 = int(np.ceil(jl.jl_dim_bound(num, eps)))
+    n16 = int(np.ceil(jl.jl_dim_bound(num, eps, 16.0)))
+    assert n16 < n24
+    assert pairs * jl.norm_tail_bound(n24, eps) <= 1 / num
+    assert pairs * jl.norm_tail_exact(n24, eps) <= 1 / num
+    assert pairs * jl.norm_tail_bound(n16, eps) < 1
+    assert pairs * jl.norm_tail_bound(n16, eps) > 1 / num
+    # Exactly at the (real-valued) bound, the union bound is (N-1)/N^2: 24 is the constant
+    # that the lemma's exp(-eps^2 n / 8) calls for, not merely a sufficient one.
+    assert pairs * jl.norm_tail_bound(jl.jl_dim_bound(num, eps), eps) == pytest.approx((num - 1) / num ** 2)
+  assert isinstance(jl.sklearn_min_dim(1000, 0.5), int)
 
 
 def test_simhash_angle_error_follows_theory():

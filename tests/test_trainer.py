@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import mlp as mlp_experiment
-from lmsys import analysis, checkpoint, config as config_lib, data, metrics, trainer
+from lmsys import analysis, checkpoint, config as config_lib, data, launch, metrics, trainer
+from lmsys.tasks import classification
 from tests.conftest import REPO
 from tests.helpers import run_cli
 
@@ -22,6 +22,41 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+# Runs `python -m experiments.run ARGS` with one change: right after the checkpoint at step
+# HOLD is committed, the process says so on stdout and blocks (reading stdin) until killed.
+# So the kill lands after that checkpoint and before the end, whatever the machine's speed.
+_HOLD_AFTER_CHECKPOINT = r"""
+import sys
+from lmsys import checkpoint
+hold_at = int(sys.argv[1])
+save = checkpoint.save
+def save_then_hold(mngr, step, state, meta):
+  save(mngr, step, state, meta)
+  if step == hold_at:
+    mngr.wait_until_finished()
+    print("holding after checkpoint", step, flush=True)
+    sys.stdin.read()  # blocks: the parent kills this process here
+checkpoint.save = save_then_hold
+from experiments import run
+sys.exit(run.main(sys.argv[2:]))
+"""
+
+
+def _wait_for_line(proc, text, timeout):
+  import select
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
+    if not ready:
+      break
+    line = proc.stdout.readline()
+    if not line:  # EOF: the process ended
+      return False
+    if text in line:
+      return True
+  return False
+
+
 def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
   args = ["--config=configs/mlp.py:smoke", "--config.train.num_steps=600",
           "--config.train.checkpoint_every=50", "--config.train.eval_every=600",
@@ -29,31 +64,37 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
   ref = run_cli(args + [f"--workdir={tmp_path / 'ref'}"])
   assert ref.returncode == 0, ref.stderr
 
-  workdir = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args, f"--workdir={workdir}"],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpt = workdir / "checkpoints"
-  deadline = time.time() + 120
-  while time.time() < deadline:
-    steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if ckpt.is_dir() else []
-    if any(s >= 100 for s in steps) or proc.poll() is not None:
-      break
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-  killed_at = max(analysis.load_run(str(workdir)).checkpoint_steps())
-  assert 0 < killed_at < 600
+  workdir, hold_at = tmp_path / "killed", 150
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  with open(tmp_path / "killed.stderr", "w") as stderr:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_AFTER_CHECKPOINT, str(hold_at), *args,
+                             f"--workdir={workdir}"], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    try:
+      held = _wait_for_line(proc, "holding after checkpoint", timeout=300)
+      assert held and proc.poll() is None, (
+          f"the run never held at step {hold_at}: {(tmp_path / 'killed.stderr').read_text()[-2000:]}")
+      os.kill(proc.pid, signal.SIGKILL)
+      proc.wait()
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert analysis.load_run(str(workdir)).checkpoint_steps()[-1] == hold_at  # killed mid-run
 
   resumed = run_cli(args + [f"--workdir={workdir}"])
   assert resumed.returncode == 0, resumed.stderr
   a = analysis.load_run(str(tmp_path / "ref")).restore()
   b = analysis.load_run(str(workdir)).restore()
-  for x, y in zip(_leaves(a), _leaves(b)):
+  for x, y in zip(_leaves(a), _leaves(b), strict=True):
     assert x.dtype == y.dtype and np.array_equal(x, y)
   res_a = analysis.load_run(str(tmp_path / "ref")).results["digits"]
   res_b = analysis.load_run(str(workdir)).results["digits"]
   assert res_a["test_accuracy"] == res_b["test_accuracy"] and res_a["test_loss"] == res_b["test_loss"]
+  # It resumed from step 150 rather than starting over: each logged step appears once.
+  steps = analysis.load_run(str(workdir)).metrics.query("split == 'train'")["step"].tolist()
+  assert steps == list(range(50, 601, 50))
 
 
 def test_eight_devices_match_one_device(tmp_path):
@@ -72,8 +113,7 @@ def test_eight_devices_match_one_device(tmp_path):
 def test_nan_in_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
   config = config_lib.load_config_file(MLP_CONFIG, "smoke")
   config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 40, 10, 5
-  mlp_experiment.validate(config)
-  dataset, train_x, _ = mlp_experiment._dataset(config)
+  dataset, train_x, _ = classification.load_standardized(config, config.data.name)
   clean = data.make_batch_fn({"x": train_x, "y": dataset["train"]["y"]}, config.train.batch_size, config.seed)
 
   def poisoned(step):
@@ -90,35 +130,110 @@ def test_nan_in_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(trainer.NonFiniteLossError, match="step 13"):
       trainer.train(config, workdir, writer,
                     init_fn=lambda rng: model.init(rng, jnp.zeros((1, 64)))["params"],
-                    loss_fn=mlp_experiment.make_loss_fn(model), batch_fn=poisoned)
+                    loss_fn=classification.make_loss_fn(model), batch_fn=poisoned)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   assert checkpoint.checkpoint_steps(ckpt_dir) == [10]
   params = checkpoint.restore_raw(ckpt_dir)[0]["params"]
   assert all(np.isfinite(x).all() for x in _leaves(params))
 
 
-def test_optimizer_by_name_schedule_clip_and_decay():
-  import jax.numpy as jnp
+def _trajectory(tx, params, grads):
+  """Parameters after each of len(grads) updates of `tx`."""
   import optax
-  opt = config_lib.load_config_file(MLP_CONFIG).optimizer
-  opt.name, opt.schedule, opt.warmup_steps, opt.weight_decay, opt.grad_clip_norm = "sgd", "cosine", 5, 0.1, 1.0
-  tx = trainer.make_optimizer(opt, num_steps=20)
-  params = {"w": jnp.ones(3)}
-  state = tx.init(params)
-  updates, _ = tx.update({"w": jnp.full(3, 100.0)}, state, params)
-  # step 0 of warmup: learning rate 0, so no movement at all
-  np.testing.assert_allclose(updates["w"], 0.0)
+  state, out = tx.init(params), []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(params)
+  return out
+
+
+def _optimizer_case(**fields):
+  opt = config_lib.optimizer_defaults(learning_rate=0.1)
+  opt.update(fields)
+  return opt
+
+
+# Gradients alternating between norms far above the clip norm (10 x 100) and below it (0.5),
+# parameters far from 0 so that decay moves them, over 12 steps of a 3-step warmup and a
+# cosine decay to 0 at step 12.
+_STEPS, _WARMUP, _PEAK, _DECAY, _CLIP = 12, 3, 0.1, 0.2, 1.0
+
+
+def _inputs():
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=5) + 2.0, jnp.float32), "b": jnp.asarray([-3.0], jnp.float32)}
+  grads = [{"w": jnp.asarray(rng.normal(size=5) * (100.0 if t % 2 == 0 else 0.2), jnp.float32),
+            "b": jnp.asarray([(-1.0) ** t * (50.0 if t % 2 == 0 else 0.1)], jnp.float32)}
+           for t in range(_STEPS)]
+  return params, grads
+
+
+def test_sgd_schedule_clip_and_decay_follow_their_definitions():
+  """SGD by hand (float64): p <- p - lr_t (clip(g) + decay p); lr_t warms up linearly from 0
+  to the peak, then follows a half cosine to 0 at num_steps. Dropping any of the three fails."""
+  params, grads = _inputs()
+  tx = trainer.make_optimizer(_optimizer_case(name="sgd", schedule="cosine", warmup_steps=_WARMUP,
+                                              weight_decay=_DECAY, grad_clip_norm=_CLIP), _STEPS)
+  got = _trajectory(tx, params, grads)
+
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  for t, g in enumerate(grads):
+    if t < _WARMUP:
+      lr = _PEAK * t / _WARMUP
+    else:
+      lr = _PEAK * 0.5 * (1 + np.cos(np.pi * (t - _WARMUP) / (_STEPS - _WARMUP)))
+    norm = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in g.values()))
+    scale = min(1.0, _CLIP / norm)
+    p = {k: p[k] - lr * (scale * np.asarray(g[k], np.float64) + _DECAY * p[k]) for k in p}
+    for k in p:
+      np.testing.assert_allclose(got[t][k], p[k], rtol=2e-5, atol=1e-6, err_msg=f"step {t}, {k}")
+  # The case is sensitive: the warmup starts at lr 0, and both clipping and decay move the result.
+  np.testing.assert_array_equal(got[0]["w"], params["w"])
+  assert not np.allclose(got[-1]["w"], params["w"], atol=1e-2)
+
+
+@pytest.mark.parametrize("name,schedule", [("adamw", "cosine"), ("adam", "warmup_constant")])
+def test_optimizer_matches_optax_chain(name, schedule):
+  """The trainer's optimizer equals the optax chain the config describes, step by step:
+  clip_by_global_norm, then the optimizer with the schedule and decoupled weight decay
+  (adamw's own weight_decay; adam takes none, so the config's decay is 0 there)."""
+  import optax
+  params, grads = _inputs()
+  decay = _DECAY if name == "adamw" else 0.0
+  opt = _optimizer_case(name=name, schedule="cosine" if schedule == "cosine" else "constant",
+                        warmup_steps=_WARMUP, weight_decay=decay, grad_clip_norm=_CLIP)
+  if schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, _PEAK, _WARMUP, _STEPS)
+  else:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, _PEAK, _WARMUP), optax.constant_schedule(_PEAK)],
+                              [_WARMUP])
+  inner = optax.adamw(lr, weight_decay=decay) if name == "adamw" else optax.adam(lr)
+  expected = _trajectory(optax.chain(optax.clip_by_global_norm(_CLIP), inner), params, grads)
+  got = _trajectory(trainer.make_optimizer(opt, _STEPS), params, grads)
+  for t in range(_STEPS):
+    for k in params:
+      np.testing.assert_allclose(got[t][k], expected[t][k], rtol=1e-6, atol=1e-7, err_msg=f"step {t}, {k}")
+  # Each ingredient changes this trajectory, so leaving one out could not pass.
+  variants = {"no clipping": optax.chain(inner),
+              "no schedule": optax.chain(optax.clip_by_global_norm(_CLIP),
+                                         optax.adamw(_PEAK, weight_decay=decay) if name == "adamw"
+                                         else optax.adam(_PEAK))}
+  if decay:
+    variants["no decay"] = optax.chain(optax.clip_by_global_norm(_CLIP), optax.adamw(lr, weight_decay=0.0))
+  for what, tx in variants.items():
+    other = _trajectory(tx, params, grads)
+    assert not np.allclose(other[-1]["w"], expected[-1]["w"], rtol=1e-4, atol=1e-6), what
   assert isinstance(trainer.make_optimizer(config_lib.load_config_file(MLP_CONFIG).optimizer, 10),
                     optax.GradientTransformation)
 
 
 def test_two_local_hosts_match_one_host(tmp_path):
   """jax.distributed on localhost: 2 processes x 1 device == 1 process x 2 devices."""
-  sys.path.insert(0, str(REPO / "scripts"))
-  import launch_multihost  # pylint: disable=g-import-not-at-top
   args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32",
           "--config.train.num_steps=20", "--config.train.log_every=1"]
-  hosts = launch_multihost.launch(args + [f"--workdir={tmp_path / 'hosts'}"], num_processes=2)
+  hosts = launch.launch_local(args + [f"--workdir={tmp_path / 'hosts'}"], num_processes=2, cwd=str(REPO))
   assert all(r.returncode == 0 for r in hosts), hosts[0].stderr[-2000:] + hosts[1].stderr[-2000:]
   single = run_cli(args + [f"--workdir={tmp_path / 'single'}"],
                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -126,3 +241,29 @@ def test_two_local_hosts_match_one_host(tmp_path):
   loss = lambda d: analysis.load_run(str(d)).metrics.query("split == 'train'")["loss"].to_numpy()
   np.testing.assert_allclose(loss(tmp_path / "hosts"), loss(tmp_path / "single"), rtol=1e-5, atol=1e-6)
   assert analysis.load_run(str(tmp_path / "hosts")).checkpoint_steps() == [10, 20]
+
+
+def test_keep_checkpoints_prunes_to_the_last_ones(tmp_path):
+  """train.keep_checkpoints=2 with checkpoints every 2 of 10 steps: only steps 8 and 10 remain,
+  also after a resumed run adds more."""
+  import jax.numpy as jnp
+  import ml_collections
+  config = ml_collections.ConfigDict({"seed": 0})
+  config.train = config_lib.train_defaults(num_steps=10, batch_size=2, log_every=5, eval_every=10,
+                                           checkpoint_every=2, keep_checkpoints=2, progress_bar=False)
+  config.optimizer = config_lib.optimizer_defaults(name="sgd", learning_rate=0.1)
+
+  def run(num_steps):
+    config.train.num_steps = num_steps
+    with metrics.Writer(str(tmp_path), tensorboard=False) as writer:
+      return trainer.train(config, str(tmp_path), writer,
+                           init_fn=lambda rng: {"w": jnp.zeros(3)},
+                           loss_fn=lambda p, batch, rng: (jnp.mean((p["w"] - batch["x"]) ** 2), {}),
+                           batch_fn=lambda step: {"x": np.full((2, 3), float(step), np.float32)})
+
+  ckpt_dir = str(tmp_path / "checkpoints")
+  assert run(10).step == 10
+  assert checkpoint.checkpoint_steps(ckpt_dir) == [8, 10]
+  assert sorted(d for d in os.listdir(ckpt_dir) if d.isdigit()) == ["10", "8"]  # pruned, not hidden
+  assert run(14).step == 14
+  assert checkpoint.checkpoint_steps(ckpt_dir) == [12, 14]

@@ -13,8 +13,8 @@ KINDS = [("softmax", {}), ("linear", {"chunk_size": 4}), ("favor", {"num_feature
 
 @pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p))
 def test_causal_lm_is_causal_and_trains(kind, params):
-  model = T.CausalLM(vocab_size=11, max_length=16, num_layers=2, num_heads=2, head_dim=4,
-                     attention=kind, attention_params=params)
+  model = T.CausalLM(T.TransformerConfig(num_layers=2, num_heads=2, head_dim=4, attention=kind,
+                                         attention_params=params), vocab_size=11, max_length=16)
   ids = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 10)), jnp.int32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
 
@@ -37,8 +37,8 @@ def test_causal_lm_is_causal_and_trains(kind, params):
 
 
 def test_encoder_decoder_layers_cross_attention_and_padding():
-  enc_layer = T.Encoder(num_layers=1, num_heads=2, head_dim=4, attention="linear")
-  dec_layer = T.Decoder(num_layers=1, num_heads=2, head_dim=4, attention="softmax")
+  enc_layer = T.Encoder(T.TransformerConfig(num_layers=1, num_heads=2, head_dim=4, attention="linear"))
+  dec_layer = T.Decoder(T.TransformerConfig(num_layers=1, num_heads=2, head_dim=4, attention="softmax"))
   rng = np.random.default_rng(1)
   src = jnp.asarray(rng.normal(size=(2, 7, 8)), jnp.float32)
   tgt = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
@@ -60,9 +60,9 @@ def test_encoder_decoder_layers_cross_attention_and_padding():
 
 
 def test_dropout_and_favor_redraw_follow_flags():
-  model = T.CausalLM(vocab_size=7, max_length=8, num_layers=1, num_heads=2, head_dim=4,
-                     attention="favor", attention_params={"num_features": 8}, dropout_rate=0.5,
-                     positions="sinusoidal")
+  model = T.CausalLM(T.TransformerConfig(num_layers=1, num_heads=2, head_dim=4, attention="favor",
+                                         attention_params={"num_features": 8}, dropout_rate=0.5,
+                                         positions="sinusoidal"), vocab_size=7, max_length=8)
   ids = jnp.zeros((1, 8), jnp.int32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
 
@@ -86,9 +86,71 @@ def test_dropout_and_favor_redraw_follow_flags():
 def test_sinusoidal_positions_and_intermediates():
   table = T.sinusoidal_positions(10, 6)
   assert table.shape == (10, 6) and np.allclose(table[0, 1::2], 1) and np.allclose(table[0, 0::2], 0)
-  mha = T.MultiHeadAttention(num_heads=2, head_dim=3)
+  mha = T.MultiHeadAttention(T.TransformerConfig(num_heads=2, head_dim=3))
   x = jnp.ones((1, 5, 4))
   variables = mha.init(jax.random.PRNGKey(0), x)
   out, state = mha.apply(variables, x, mutable=["intermediates"])
   q, k = state["intermediates"]["qk"][0]
   assert out.shape == (1, 5, 4) and q.shape == (1, 5, 2, 3) and k.shape == (1, 5, 2, 3)
+
+
+def test_compute_dtype_keeps_float32_params_and_remat_keeps_gradients():
+  """bfloat16 compute: float32 parameters and logits, outputs near float32's; remat: same grads."""
+  ids = jnp.asarray(np.random.default_rng(3).integers(0, 13, size=(2, 12)), jnp.int32)
+  base = T.TransformerConfig(num_layers=2, num_heads=2, head_dim=8, dropout_rate=0.1)
+
+  def loss_and_grads(cfg):
+    model = T.CausalLM(cfg, vocab_size=13, max_length=12)
+    variables = model.init(jax.random.PRNGKey(0), ids)
+
+    def loss(v):
+      logits = model.apply(v, ids, deterministic=False, rngs={"dropout": jax.random.PRNGKey(5)})
+      return jnp.mean(jax.nn.logsumexp(logits, -1)), logits
+    (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
+    return variables, logits, grads
+
+  v32, logits32, grads32 = loss_and_grads(base)
+  v16, logits16, _ = loss_and_grads(base.replace(dtype=jnp.bfloat16))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v16))
+  assert logits16.dtype == jnp.float32
+  np.testing.assert_allclose(logits16, logits32, atol=0.1)
+  assert not np.array_equal(logits16, logits32)  # the compute really ran in bfloat16
+  _, logits_remat, grads_remat = loss_and_grads(base.replace(remat=True))
+  np.testing.assert_allclose(logits_remat, logits32, rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads_remat), jax.tree.leaves(grads32)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_transformer_config_is_hashable_and_reads_config_sections():
+  import ml_collections
+  section = ml_collections.ConfigDict(dict(num_layers=3, num_heads=2, head_dim=8, ffn_ratio=2,
+                                           activation="relu", dropout_rate=0.0, unrelated_key=1))
+  cfg = T.TransformerConfig.from_config(section, attention="favor", attention_params={"num_features": 4})
+  assert (cfg.num_layers, cfg.width, cfg.attention_kwargs) == (3, 16, {"num_features": 4})
+  assert hash(cfg) == hash(T.TransformerConfig.from_config(section, attention="favor",
+                                                           attention_params={"num_features": 4}))
+
+
+@pytest.mark.parametrize("kind,params", [("softmax", {}), ("linear", {"chunk_size": 3})], ids=str)
+@pytest.mark.parametrize("cross", [False, True], ids=["self_only", "cross_attention"])
+def test_decoder_layer_is_causal(kind, params, cross):
+  """Changing target positions >= t leaves the DecoderLayer's outputs before t unchanged
+  (self-attention is causal; cross-attention sees the whole source, which stays fixed),
+  and does change outputs from t on."""
+  cfg = T.TransformerConfig(num_layers=1, num_heads=2, head_dim=4, attention=kind, attention_params=params)
+  layer = T.DecoderLayer(config=cfg)
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2, 10, 8)), jnp.float32)
+  encoded = jnp.asarray(rng.normal(size=(2, 7, 8)), jnp.float32) if cross else None
+  variables = layer.init(jax.random.PRNGKey(0), x, encoded)
+  apply = jax.jit(lambda v, x, e: layer.apply(v, x, e))
+  out = apply(variables, x, encoded)
+  assert out.shape == x.shape
+  for t in (0, 4, 9):
+    changed = x.at[:, t:].set(jnp.asarray(rng.normal(size=(2, 10 - t, 8)), jnp.float32))
+    out2 = apply(variables, changed, encoded)
+    np.testing.assert_allclose(out[:, :t], out2[:, :t], atol=1e-5, err_msg=f"t={t}")
+    assert not np.allclose(out[:, t:], out2[:, t:], atol=1e-3)
+  if cross:  # the source does reach every position
+    out3 = apply(variables, x, encoded + 1.0)
+    assert not np.allclose(out, out3, atol=1e-3, rtol=0) and np.all(np.abs(out - out3).max(-1) > 1e-4)

@@ -1,10 +1,13 @@
-"""Transformer layers with the attention kind taken from config (notes 2, 3).
+"""Transformer layers with the attention kind taken from config (notes 2, 3, 5, 7).
 
 Pre-LN layers built on `lmsys.attention.attend`, so every kind (softmax,
-linear, favor, taylor, limit) drops into any model by name:
+linear, favor, taylor, limit) drops into any model by name. The fields every
+layer shares live in one frozen `TransformerConfig` (as in flax's lm1b
+example), passed whole:
 
-    layer = EncoderLayer(num_heads=12, head_dim=64, attention="favor",
-                         attention_params={"num_features": 256})
+    cfg = TransformerConfig(num_layers=12, num_heads=12, head_dim=64, attention="favor",
+                            attention_params={"num_features": 256}, dtype=jnp.bfloat16)
+    layer = EncoderLayer(cfg)
 
 - `MultiHeadAttention`: self- or cross-attention (separate q and kv inputs),
   causal flag, key padding mask [B, Lk] (True = real token).
@@ -12,6 +15,12 @@ linear, favor, taylor, limit) drops into any model by name:
   optional cross-attention over an encoder output, FFN.
 - `Embedder`: token + positional embeddings (learned or sinusoidal).
 - `Encoder`, `Decoder`: stacks of layers; `CausalLM`: decoder-only language model.
+
+`dtype` is the compute dtype (bfloat16 on GPU/TPU): activations and matmuls
+run in it while parameters (and so the optimizer state) stay float32, and
+logits come back in float32 for the loss. `remat=True` recomputes each
+layer's activations in the backward pass instead of storing them
+(`nn.remat`), trading compute for memory on long sequences.
 
 FAVOR+ draws its random projection from the 'attention' rng stream when the
 caller passes one (a fresh draw each training step) and from a fixed key
@@ -23,6 +32,7 @@ never form.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -34,93 +44,133 @@ from lmsys import activations
 from lmsys import attention as attention_lib
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """The hyper-parameters every layer of a Transformer shares (hashable, so jit-static)."""
+  num_layers: int = 2
+  num_heads: int = 4
+  head_dim: int = 32
+  attention: str = "softmax"
+  attention_params: Any = ()        # the kind's keyword arguments: a dict, stored as sorted items
+  cross_attention: str | None = None  # kind for cross-attention; default: `attention`
+  ffn_ratio: int = 4
+  activation: str = "gelu"
+  dropout_rate: float = 0.0
+  positions: str = "learned"        # or "sinusoidal"
+  dtype: Any = jnp.float32          # compute dtype; parameters stay float32
+  remat: bool = False               # recompute layer activations in the backward pass
+
+  def __post_init__(self):
+    params = self.attention_params
+    if isinstance(params, dict) or hasattr(params, "items"):
+      object.__setattr__(self, "attention_params", tuple(sorted(dict(params).items())))
+    elif params is None:
+      object.__setattr__(self, "attention_params", ())
+    if isinstance(self.dtype, str):
+      object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+
+  @property
+  def width(self) -> int:
+    return self.num_heads * self.head_dim
+
+  @property
+  def attention_kwargs(self) -> dict:
+    return dict(self.attention_params)
+
+  def replace(self, **changes) -> "TransformerConfig":
+    return dataclasses.replace(self, **changes)
+
+  @classmethod
+  def from_config(cls, model_config, **overrides) -> "TransformerConfig":
+    """From a config section (ConfigDict or dict) holding some of the fields; others default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in dict(model_config).items() if k in names}
+    if hasattr(values.get("attention_params"), "to_dict"):
+      values["attention_params"] = values["attention_params"].to_dict()
+    return cls(**{**values, **overrides})
+
+
+def _dense(features, cfg, name, axis=-1):
+  return nn.DenseGeneral(features, axis=axis, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+
+
 class MultiHeadAttention(nn.Module):
   """Projections to h heads of size head_dim, attention of a named kind, output projection."""
-  num_heads: int
-  head_dim: int
-  attention: str = "softmax"
-  attention_params: Any = None      # dict of the kind's keyword arguments
+  config: TransformerConfig
   causal: bool = False
+  kind: str | None = None           # default: config.attention (cross-attention may differ)
   out_features: int | None = None   # default: the query input's width
   seed: int = 0                     # FAVOR+'s fixed draw when no 'attention' rng is given
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv=None, mask=None):
+    cfg = self.config
+    kind = self.kind or cfg.attention
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
-    dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)
-    q, k, v = dense("query")(inputs_q), dense("key")(inputs_kv), dense("value")(inputs_kv)
+    heads = (cfg.num_heads, cfg.head_dim)
+    q, k, v = (_dense(heads, cfg, "query")(inputs_q), _dense(heads, cfg, "key")(inputs_kv),
+               _dense(heads, cfg, "value")(inputs_kv))
     self.sow("intermediates", "qk", (q, k))  # for analysis only (mutable=["intermediates"])
     rng = None
-    if self.attention == "favor":
+    if kind == "favor":
       rng = (self.make_rng("attention") if self.has_rng("attention")
              else jax.random.fold_in(jax.random.PRNGKey(self.seed), 0))
-    out = attention_lib.attend(q, k, v, kind=self.attention, causal=self.causal, mask=mask,
-                               rng=rng, **dict(self.attention_params or {}))
-    return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1),
-                           name="out")(out)
+    out = attention_lib.attend(q, k, v, kind=kind, causal=self.causal, mask=mask, rng=rng,
+                               **cfg.attention_kwargs)
+    return _dense(self.out_features or inputs_q.shape[-1], cfg, "out", axis=(-2, -1))(out)
 
 
 class FeedForward(nn.Module):
   """Dense(ratio * width) -> activation by name -> Dense(width)."""
-  ffn_ratio: int = 4
-  activation: str = "gelu"
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, x):
+    cfg = self.config
     width = x.shape[-1]
-    x = activations.get(self.activation)(nn.Dense(self.ffn_ratio * width, name="wi")(x))
-    return nn.Dense(width, name="wo")(x)
+    x = activations.get(cfg.activation)(_dense(cfg.ffn_ratio * width, cfg, "wi")(x))
+    return _dense(width, cfg, "wo")(x)
+
+
+def _layer_norm(cfg, name):
+  return nn.LayerNorm(dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
 
 
 class EncoderLayer(nn.Module):
   """Pre-LN: x + Drop(MHA(LN x)), then x + Drop(FFN(LN x)). causal=True makes it GPT-style."""
-  num_heads: int
-  head_dim: int
-  attention: str = "softmax"
-  attention_params: Any = None
-  ffn_ratio: int = 4
-  activation: str = "gelu"
-  dropout_rate: float = 0.0
+  config: TransformerConfig
   causal: bool = False
   seed: int = 0
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic=True):
-    drop = nn.Dropout(self.dropout_rate, deterministic=deterministic)
-    y = MultiHeadAttention(self.num_heads, self.head_dim, self.attention, self.attention_params,
-                           causal=self.causal, seed=self.seed, name="self_attention")(
-                               nn.LayerNorm(name="ln_attention")(x), mask=mask)
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+    y = MultiHeadAttention(cfg, causal=self.causal, seed=self.seed, name="self_attention")(
+        _layer_norm(cfg, "ln_attention")(x), mask=mask)
     x = x + drop(y)
-    y = FeedForward(self.ffn_ratio, self.activation, name="ffn")(nn.LayerNorm(name="ln_ffn")(x))
+    y = FeedForward(cfg, name="ffn")(_layer_norm(cfg, "ln_ffn")(x))
     return x + drop(y)
 
 
 class DecoderLayer(nn.Module):
   """Pre-LN causal self-attention, cross-attention (if an encoder output is given), FFN."""
-  num_heads: int
-  head_dim: int
-  attention: str = "softmax"
-  attention_params: Any = None
-  cross_attention: str | None = None   # kind for cross-attention; default: `attention`
-  ffn_ratio: int = 4
-  activation: str = "gelu"
-  dropout_rate: float = 0.0
+  config: TransformerConfig
   seed: int = 0
 
   @nn.compact
   def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True):
-    drop = nn.Dropout(self.dropout_rate, deterministic=deterministic)
-    y = MultiHeadAttention(self.num_heads, self.head_dim, self.attention, self.attention_params,
-                           causal=True, seed=self.seed, name="self_attention")(
-                               nn.LayerNorm(name="ln_self")(x), mask=mask)
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+    y = MultiHeadAttention(cfg, causal=True, seed=self.seed, name="self_attention")(
+        _layer_norm(cfg, "ln_self")(x), mask=mask)
     x = x + drop(y)
     if encoded is not None:
-      y = MultiHeadAttention(self.num_heads, self.head_dim,
-                             self.cross_attention or self.attention, self.attention_params,
-                             causal=False, seed=self.seed + 1, name="cross_attention")(
-                                 nn.LayerNorm(name="ln_cross")(x), encoded, mask=encoded_mask)
+      y = MultiHeadAttention(cfg, causal=False, kind=cfg.cross_attention or cfg.attention,
+                             seed=self.seed + 1, name="cross_attention")(
+                                 _layer_norm(cfg, "ln_cross")(x), encoded, mask=encoded_mask)
       x = x + drop(y)
-    y = FeedForward(self.ffn_ratio, self.activation, name="ffn")(nn.LayerNorm(name="ln_ffn")(x))
+    y = FeedForward(cfg, name="ffn")(_layer_norm(cfg, "ln_ffn")(x))
     return x + drop(y)
 
 
@@ -140,9 +190,10 @@ class Embedder(nn.Module):
   width: int
   max_length: int
   positions: str = "learned"
+  dtype: Any = jnp.float32
 
   def setup(self):
-    self.tokens = nn.Embed(self.vocab_size, self.width,
+    self.tokens = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=jnp.float32,
                            embedding_init=nn.initializers.normal(0.02))
     if self.positions == "learned":
       self.position_table = self.param("positions", nn.initializers.normal(0.02),
@@ -155,76 +206,56 @@ class Embedder(nn.Module):
   def __call__(self, ids):
     if ids.shape[1] > self.max_length:
       raise ValueError(f"sequence length {ids.shape[1]} > max_length {self.max_length}")
-    return self.tokens(ids) + self.position_table[None, : ids.shape[1]]
+    return self.tokens(ids) + self.position_table[None, : ids.shape[1]].astype(self.dtype)
 
   def attend(self, x):
     return self.tokens.attend(x)
 
 
+def _maybe_remat(layer_class, cfg, static_argnums):
+  # static_argnums count the module itself as argument 0, so `deterministic`
+  # (a Python bool that picks the dropout branch) stays static under remat.
+  return nn.remat(layer_class, static_argnums=static_argnums) if cfg.remat else layer_class
+
+
 class Encoder(nn.Module):
   """A stack of EncoderLayers and a final LayerNorm over given embeddings [B, L, W]."""
-  num_layers: int
-  num_heads: int
-  head_dim: int
-  attention: str = "softmax"
-  attention_params: Any = None
-  ffn_ratio: int = 4
-  activation: str = "gelu"
-  dropout_rate: float = 0.0
+  config: TransformerConfig
   causal: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic=True):
-    for i in range(self.num_layers):
-      x = EncoderLayer(self.num_heads, self.head_dim, self.attention, self.attention_params,
-                       self.ffn_ratio, self.activation, self.dropout_rate, self.causal,
-                       seed=i, name=f"layer_{i}")(x, mask=mask, deterministic=deterministic)
-    return nn.LayerNorm(name="ln_final")(x)
+    cfg = self.config
+    layer_class = _maybe_remat(EncoderLayer, cfg, static_argnums=(3,))
+    for i in range(cfg.num_layers):
+      x = layer_class(cfg, causal=self.causal, seed=i, name=f"layer_{i}")(x, mask, deterministic)
+    return _layer_norm(cfg, "ln_final")(x)
 
 
 class Decoder(nn.Module):
   """A stack of DecoderLayers (cross-attending to `encoded` if given) and a final LayerNorm."""
-  num_layers: int
-  num_heads: int
-  head_dim: int
-  attention: str = "softmax"
-  attention_params: Any = None
-  cross_attention: str | None = None
-  ffn_ratio: int = 4
-  activation: str = "gelu"
-  dropout_rate: float = 0.0
+  config: TransformerConfig
 
   @nn.compact
   def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True):
-    for i in range(self.num_layers):
-      x = DecoderLayer(self.num_heads, self.head_dim, self.attention, self.attention_params,
-                       self.cross_attention, self.ffn_ratio, self.activation, self.dropout_rate,
-                       seed=2 * i, name=f"layer_{i}")(
-                           x, encoded, mask=mask, encoded_mask=encoded_mask,
-                           deterministic=deterministic)
-    return nn.LayerNorm(name="ln_final")(x)
+    cfg = self.config
+    layer_class = _maybe_remat(DecoderLayer, cfg, static_argnums=(5,))
+    for i in range(cfg.num_layers):
+      x = layer_class(cfg, seed=2 * i, name=f"layer_{i}")(x, encoded, mask, encoded_mask, deterministic)
+    return _layer_norm(cfg, "ln_final")(x)
 
 
 class CausalLM(nn.Module):
-  """Decoder-only language model: embed -> N causal layers -> logits (tied to the embedding)."""
+  """Decoder-only language model: embed -> N causal layers -> float32 logits (tied embedding)."""
+  config: TransformerConfig
   vocab_size: int
   max_length: int
-  num_layers: int = 2
-  num_heads: int = 4
-  head_dim: int = 32
-  attention: str = "softmax"
-  attention_params: Any = None
-  ffn_ratio: int = 4
-  activation: str = "gelu"
-  dropout_rate: float = 0.0
-  positions: str = "learned"
 
   @nn.compact
   def __call__(self, ids, mask=None, deterministic=True):
-    embedder = Embedder(self.vocab_size, self.num_heads * self.head_dim, self.max_length,
-                        self.positions, name="embed")
-    x = nn.Dropout(self.dropout_rate, deterministic=deterministic)(embedder(ids))
-    x = Encoder(self.num_layers, self.num_heads, self.head_dim, self.attention,
-                self.attention_params, self.ffn_ratio, self.activation, self.dropout_rate,
-                causal=True, name="decoder")(x, mask=mask, deterministic=deterministic)
-    return embedder.attend(x)
+    cfg = self.config
+    embedder = Embedder(self.vocab_size, cfg.width, self.max_length, cfg.positions, cfg.dtype,
+                        name="embed")
+    x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(embedder(ids))
+    x = Encoder(cfg, causal=True, name="decoder")(x, mask=mask, deterministic=deterministic)
+    return embedder.attend(x).astype(jnp.float32)
