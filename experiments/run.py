@@ -46,6 +46,7 @@ def parse_args(argv: list[str]):
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
+  config_lib.load_config_file(path, arg or None)  # a bad variant is one clean ConfigError, not a traceback
   try:
     flag_values(["run"] + list(argv))
   except flags.Error as e:

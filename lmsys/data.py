@@ -121,8 +121,8 @@ def dataset_root(family: str, data_dir: str | None = None, task: str | None = No
     if found:
       return found
     looked.append(repr(FASHION_MNIST_DIR))
-  where = " or ".join(looked) if looked else "nowhere ($LMSYS_DATA_DIR is not set)"
-  raise ConfigError(f"{what}: data not found (looked in {where}); get it from {SOURCES[family]} and set "
+  where = f"looked in {' and '.join(looked)}" if looked else "$LMSYS_DATA_DIR is not set"
+  raise ConfigError(f"{what}: data not found ({where}); get it from {SOURCES[family]} and set "
                     f"$LMSYS_DATA_DIR or config key data.data_dir (README: 'Real data')")
 
 

@@ -38,6 +38,12 @@ needs_real_data = pytest.mark.skipif(
             "no real data: set $LMSYS_DATA_DIR to a folder holding fewclue/ and kgclue/ "
             "(README: 'Real data'); the fixture-data tests cover the code paths"))
 
+# For checks that hold on CPU only, e.g. the FLOP counter against XLA's cost analysis (XLA
+# counts what the counter counts on CPU; GPU backends fuse and count otherwise). The condition
+# is a string, evaluated when the test runs, so collecting tests does not start a backend.
+cpu_only = pytest.mark.skipif("__import__('jax').default_backend() != 'cpu'",
+                              reason="holds on the CPU backend only (XLA's CPU cost analysis)")
+
 
 @pytest.fixture
 def repo_root():

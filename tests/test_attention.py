@@ -10,6 +10,7 @@ from jax import enable_x64  # a context manager in jax >= 0.8
 
 from lmsys import attention as A
 from lmsys import flops
+from lmsys import timing
 from lmsys.models import transformer as T
 
 # favor's draw (the rng path) is tested once below; elsewhere a fixed
@@ -167,17 +168,21 @@ def test_favor_needs_rng_and_unknown_kind_raises():
     A.attend(q, k, v, kind="linear", feature_map="sigmoid")
 
 
-def test_causal_linear_attention_never_builds_an_n_by_n_array():
+@pytest.mark.parametrize("kind,params", [("linear", {}), ("favor", {"num_features": 16})])
+def test_causal_linear_attention_never_builds_an_n_by_n_array(kind, params):
   n = 1024
   q = jnp.zeros((1, n, 1, 8))
   def f(q, k, v):
-    return A.attend(q, k, v, kind="linear", causal=True, chunk_size=64)
+    return A.attend(q, k, v, kind=kind, causal=True, chunk_size=64, rng=jax.random.PRNGKey(0),
+                    **params)
   hlo = jax.jit(f).lower(q, q, q).as_text()
   assert f"{n},{n}" not in hlo.replace(" ", "") and f"{n}x{n}" not in hlo
   softmax_hlo = jax.jit(lambda q, k, v: A.attend(q, k, v, causal=True)).lower(q, q, q).as_text()
   assert f"{n}x{n}" in softmax_hlo or f"{n},{n}" in softmax_hlo.replace(" ", "")
-  linear_mem = jax.jit(f).lower(q, q, q).compile().memory_analysis().temp_size_in_bytes
+  linear_mem = timing.compiled_memory(f, q, q, q)["temp_bytes"]
   assert linear_mem < 4 * n * n // 4    # far below one n x n float32 matrix
+  q4 = jnp.zeros((1, 4 * n, 1, 8))      # and linear in n: 4x the length, ~4x the memory
+  assert timing.compiled_memory(f, q4, q4, q4)["temp_bytes"] < 5 * linear_mem
 
 
 def test_linear_attention_matrix_rank_is_capped_by_feature_dim():
@@ -214,7 +219,8 @@ def test_flop_counter_matches_xla_core(kind, params, causal):
 @pytest.mark.parametrize("n,activation,kind", [(128, "gelu", "softmax"), (512, "relu", "linear")])
 def test_flop_counter_matches_xla_layer(n, activation, kind):
   h, d = 4, 32
-  layer = T.EncoderLayer(h, d, attention=kind, activation=activation)
+  layer = T.EncoderLayer(T.TransformerConfig(num_heads=h, head_dim=d, attention=kind,
+                                             activation=activation))
   x = jnp.ones((1, n, h * d))
   params = jax.jit(layer.init)(jax.random.PRNGKey(0), x)
   measured = _xla_flops(lambda p, x: layer.apply(p, x), params, x)
@@ -299,3 +305,83 @@ def test_causal_favor_outputs_do_not_depend_on_future_keys(chunk_size):
     out2 = _favor(q, k.at[:, -1:].set(changed), v, True, chunk_size=chunk_size)
     assert bool(jnp.isfinite(out2).all())
     np.testing.assert_allclose(out2[:, :-1], out[:, :-1], atol=1e-5 * np.abs(ref).max(), rtol=1e-5)
+
+
+
+# ---------------------------------------------------------------------------- chunk-parallel, fused, bf16
+
+@pytest.mark.parametrize("kind,params", [KINDS[1], KINDS[3], KINDS[4]], ids=lambda p: str(p)[:40])
+def test_causal_chunk_sizes_and_leading_padding_match_reference(kind, params):
+  # Chunks of 1, of a size not dividing L = 23, of L, and larger than L; batch row 1 has its
+  # first 6 keys padded, so its first 6 queries see no key at all (output 0).
+  q, k, v = _qkv(8)
+  mask = jnp.stack([jnp.arange(23) < 20, jnp.arange(23) >= 6])
+  for chunk_size in (1, 4, 23, 64):
+    out, ref = _attend_and_reference(q, k, v, kind, params, True, mask, None, chunk_size=chunk_size)
+    np.testing.assert_allclose(out, ref, atol=2e-5 * float(jnp.abs(ref).max()), rtol=0)
+    assert float(jnp.abs(out[1, :6]).max()) == 0
+
+
+def test_default_chunk_size_is_per_backend():
+  assert A.default_chunk_size("cpu") == A.CHUNK_SIZES["cpu"]
+  assert A.default_chunk_size("gpu") == A.CHUNK_SIZES["gpu"]
+  assert A.default_chunk_size() == A.CHUNK_SIZES.get(jax.default_backend(), A.CHUNK_SIZES["cpu"])
+
+
+def test_fused_softmax_matches_hand_written_reference(monkeypatch):
+  calls = []
+  fused = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention", lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+  q, k, v = _qkv(9, value_dim=4)                          # fused needs value size == key size
+  full = jnp.ones((2, 23), bool)
+  no_key = jnp.stack([jnp.arange(23) < 17, jnp.zeros(23, bool)])   # row 1: no visible key at all
+  late = jnp.stack([jnp.arange(23) >= 5, jnp.arange(23) < 9])      # causal rows 0-4 see nothing
+  for mask in (None, full, no_key, late):
+    for causal in (False, True):
+      both = jax.jit(lambda q, k, v: (
+          A.attend(q, k, v, kind="softmax", causal=causal, mask=mask),
+          A.attend(q, k, v, kind="softmax", causal=causal, mask=mask, implementation="reference")))
+      out, ref = both(q, k, v)
+      np.testing.assert_allclose(out, ref, atol=2e-6, rtol=1e-5)
+      assert bool(jnp.isfinite(out).all())
+  assert len(calls) == 8                                  # the fused kernel ran every time
+  np.testing.assert_array_equal(out[0, :5], 0)            # `late`, causal: queries before key 5
+  # Cross-attention (Lq != Lk) with a mask, and the fallback (value size != key size).
+  qx, _, _ = _qkv(10, length=7)
+  out = A.attend(qx, k, v, kind="softmax", mask=no_key)
+  np.testing.assert_allclose(out, A.reference_attend(qx, k, v, mask=no_key), atol=2e-6)
+  np.testing.assert_array_equal(out[1], 0)
+  _, k5, v5 = _qkv(11)
+  np.testing.assert_allclose(A.attend(q, k5, v5, kind="softmax", causal=True),
+                             A.reference_attend(q, k5, v5, causal=True), atol=2e-6)
+  with pytest.raises(ValueError, match="implementation"):
+    A.attend(q, k, v, kind="softmax", implementation="flash")
+
+
+@pytest.mark.parametrize("kind,params", [("softmax", {}), ("linear", {}), ("favor", {"projection": _PROJECTION})],
+                         ids=lambda p: str(p)[:20])
+def test_bfloat16_inputs_match_float32_reference(kind, params):
+  q, k, v = _qkv(12, value_dim=4)
+  mask = jnp.stack([jnp.arange(23) < 23, jnp.arange(23) < 15])
+  for causal in (False, True):
+    kw = dict(params)
+    if "projection" in kw:
+      kw["projection"] = jnp.asarray(kw["projection"])
+    f = jax.jit(lambda q, k, v: A.attend(q, k, v, kind=kind, causal=causal, mask=mask, chunk_size=5, **kw))
+    out = f(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
+    assert out.dtype == jnp.bfloat16
+    ref = A.reference_attend(q, k, v, kind=kind, causal=causal, mask=mask, **kw)
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=3e-2 * float(jnp.abs(ref).max()))
+
+
+def test_causal_favor_gradients_are_finite_with_huge_padded_keys():
+  q, k, v = _qkv(13)
+  k = _far_keys(k, 16.0)
+  mask = jnp.stack([jnp.arange(23) < 17, jnp.arange(23) >= 4])
+  k = jnp.where(mask[:, :, None, None], k, _peak_key(k.shape, _PROJECTION, 4))
+  for causal in (False, True):
+    loss = lambda q, k, v: jnp.sum(A.attend(q, k, v, kind="favor", causal=causal, mask=mask,
+                                            projection=jnp.asarray(_PROJECTION), chunk_size=4) ** 2)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
+    assert all(bool(jnp.isfinite(g).all()) for g in grads)
+    np.testing.assert_array_equal(grads[1][0, 17:], 0)     # padded keys get no gradient

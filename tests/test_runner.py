@@ -80,3 +80,40 @@ def test_cli_bad_key_exit_code_and_default_workdir(tmp_path):
 def test_format_results_nested_table():
   text = run_lib.format_results({"digits": {"analytic": {"acc": 0.9}, "mle": {"acc": 0.8}}})
   assert "digits / analytic" in text and "0.9" in text
+
+
+def test_config_variants_are_parsed_typed_and_checked():
+  from lmsys import config as config_lib
+  spec = dict(smoke=False, steps=0, rate=0.5, name="a")
+  parsed = config_lib.parse_arg("smoke, steps=100,rate=2,name=b", **spec)
+  assert (parsed.smoke, parsed.steps, parsed.rate, parsed.name) == (True, 100, 2.0, "b")
+  assert config_lib.parse_arg(None, **spec).to_dict() == spec
+  for bad, match in (("smok", "'smok' is unknown"), ("steps=x", "steps='x': expected int"),
+                     ("steps", "needs a value")):
+    with pytest.raises(config_lib.ConfigError, match=match):
+      config_lib.parse_arg(bad, **spec)
+  config = config_lib.load_config_file(str(REPO / "configs" / "mlp.py"), "smoke,steps=7")
+  assert config.train.num_steps == 7 and config.model.hidden == (32,)
+
+
+def test_a_misspelt_variant_is_one_line_and_exit_2(tmp_path):
+  result = run_cli(["--config=configs/mlp.py:smok", f"--workdir={tmp_path / 'w'}"])
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: config variant 'smok' is unknown (known: smoke, fashion_mnist, steps)"]
+  assert not (tmp_path / "w").exists()
+
+
+def test_loading_a_config_imports_no_jax():
+  """Configs are read by notebooks and launchers: they must stay cheap to import."""
+  import subprocess
+  import sys
+  code = ("import sys, glob\n"
+          "from lmsys.config import load_config_file\n"
+          "for path in sorted(glob.glob('configs/*.py')):\n"
+          "  load_config_file(path); load_config_file(path, 'smoke')\n"
+          "heavy = [m for m in ('jax', 'flax', 'orbax', 'optax', 'tensorflow') if m in sys.modules]\n"
+          "print(','.join(heavy))\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "", f"loading configs imported {out.stdout.strip()}"
