@@ -190,6 +190,17 @@ def _accumulator(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def _einsum(spec, a, b, acc):
+  """einsum accumulated in `acc` (float32 for bfloat16 inputs).
+
+  XLA's CPU backend lacks some bf16 x bf16 -> f32 products, so there the
+  inputs are upcast first (no-op for float32).
+  """
+  if jax.default_backend() == "cpu":
+    a, b = a.astype(acc), b.astype(acc)
+  return jnp.einsum(spec, a, b, preferred_element_type=acc)
+
+
 def _safe_divide(num, den):
   """num / den with 0/0 -> 0 (a query with no visible key, or all-zero relu features)."""
   return num / jnp.where(den == 0, 1, den)[..., None]
@@ -222,8 +233,8 @@ def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, 
   if causal:
     out = _causal_linear_attention(phi_q, phi_k, v1, chunk_size or default_chunk_size(), key_offsets)
   else:
-    kv = jnp.einsum("blhf,blhd->bhfd", phi_k, v1, preferred_element_type=acc)
-    out = jnp.einsum("blhf,bhfd->blhd", phi_q, kv.astype(phi_q.dtype), preferred_element_type=acc)
+    kv = _einsum("blhf,blhd->bhfd", phi_k, v1, acc)
+    out = _einsum("blhf,bhfd->blhd", phi_q, kv.astype(phi_q.dtype), acc)
   return _normalise(out).astype(v.dtype)
 
 
@@ -255,26 +266,26 @@ def _causal_linear_attention(phi_q, phi_k, v1, chunk_size, key_offsets=None):
 
   qc, kc, vc = to_chunks(phi_q), to_chunks(phi_k), to_chunks(v1)
   # Inside each chunk, for all chunks at once: memory L * C, not L^2.
-  scores = jnp.einsum("bhnif,bhnjf->bhnij", qc, kc, preferred_element_type=acc)
+  scores = _einsum("bhnif,bhnjf->bhnij", qc, kc, acc)
   if key_offsets is not None:
     offsets = to_chunks(key_offsets.astype(acc), mode="edge")          # [B, H, N, C]
     scores = scores * jnp.exp(jnp.minimum(offsets[..., None, :] - offsets[..., :, None], 0))
   scores = jnp.where(jnp.tril(jnp.ones((chunk, chunk), bool)), scores, 0)
-  out = jnp.einsum("bhnij,bhnjd->bhnid", scores.astype(vc.dtype), vc, preferred_element_type=acc)
+  out = _einsum("bhnij,bhnjd->bhnid", scores.astype(vc.dtype), vc, acc)
   if num_chunks == 1:
     return _from_chunks(out, length)
 
   # Earlier chunks: every chunk's state at once, then the exclusive prefix over chunks.
   if key_offsets is None:
-    states = jnp.einsum("bhnjf,bhnjd->bhnfd", kc, vc, preferred_element_type=acc)
+    states = _einsum("bhnjf,bhnjd->bhnfd", kc, vc, acc)
     states = jnp.cumsum(states, axis=2)
   else:
     chunk_max = offsets[..., -1]                                       # P_c: [B, H, N]
     kc = kc * jnp.exp(offsets - chunk_max[..., None])[..., None].astype(kc.dtype)
-    states = jnp.einsum("bhnjf,bhnjd->bhnfd", kc, vc, preferred_element_type=acc)
+    states = _einsum("bhnjf,bhnjd->bhnfd", kc, vc, acc)
     _, states = jax.lax.associative_scan(_rescaled_sum, (chunk_max, states), axis=2)
   states = jnp.pad(states[:, :, :-1], [(0, 0), (0, 0), (1, 0), (0, 0), (0, 0)])
-  inter = jnp.einsum("bhnif,bhnfd->bhnid", qc, states.astype(qc.dtype), preferred_element_type=acc)
+  inter = _einsum("bhnif,bhnfd->bhnid", qc, states.astype(qc.dtype), acc)
   if key_offsets is not None:  # state before chunk c is relative to P_{c-1}; query i to M_i >= it
     before = jnp.pad(chunk_max[..., :-1], [(0, 0), (0, 0), (1, 0)], constant_values=_NO_KEY)
     inter = inter * jnp.exp(jnp.minimum(before[..., None] - offsets, 0))[..., None]
@@ -358,15 +369,14 @@ def softmax_reference(q, k, v, *, causal=False, mask=None, scale=None):
   Logits, softmax and sums in float32 (or wider) whatever the inputs' dtype, as the fused kernel.
   """
   acc = _accumulator(q.dtype)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=acc) * _default_scale(q, scale)
+  logits = _einsum("bqhd,bkhd->bhqk", q, k, acc) * _default_scale(q, scale)
   allowed = _allowed(q.shape[1], k.shape[1], causal, mask)
   if allowed is not None:
     logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits, axis=-1)
   if allowed is not None:  # a query with no visible key gets 0, as the linear kinds do
     weights = jnp.where(allowed, weights, 0)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v,
-                    preferred_element_type=acc).astype(v.dtype)
+  return _einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v, acc).astype(v.dtype)
 
 
 def linear_attention(q, k, v, *, causal=False, mask=None, rng=None, feature_map="elu",

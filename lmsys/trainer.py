@@ -8,6 +8,9 @@ update step, checkpoint restore, train loop. Design choices, each for a reason:
   exactly the numbers an uninterrupted run would (bitwise equal on CPU).
 - The batch is sharded over a `data` mesh axis of every device and the state is
   replicated and donated; `jax.jit` inserts the gradient all-reduce.
+- The step is compiled once, ahead of time, on the first batch; the compile
+  time goes to metrics.jsonl as its own row (split "compile"), and steps/s
+  counts neither it nor the eval and checkpoint pauses.
 - A non-finite loss is recorded inside the step (no host sync per step) and
   reported at the next log/eval/checkpoint boundary with the step where it
   happened, before anything is saved, so the last good checkpoint stays intact.
@@ -28,7 +31,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lmsys import checkpoint
+from lmsys import checkpoint, timing
 from lmsys import config as config_lib
 from lmsys.config import ConfigError, check_positive_int, get
 
@@ -195,8 +198,18 @@ def train(config, workdir: str, writer, *,
              dynamic_ncols=True, unit="step")
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0, paused = 0, None, 0.0  # steps/s excludes eval and checkpoint pauses
+  # -- Compile once ---------------------------------------------------------
+  # Ahead of time, on the first batch: the step is compiled exactly once per
+  # run (a batch of another shape or dtype is an error here, never a silent
+  # recompilation), and the compile time is reported on its own.
+  first_batch = put_batch(batch_fn(start)) if start < num_steps else None
+  if first_batch is not None:
+    with timing.Stopwatch() as compile_watch:
+      update = update.lower(state, first_batch).compile()
+    writer.write(start, _write_split(name, "compile"), compile_seconds=compile_watch.seconds)
+
   for step in range(start, num_steps):
-    batch = put_batch(batch_fn(step))
+    batch = first_batch if step == start else put_batch(batch_fn(step))
     state, metrics = update(state, batch)
     done = step + 1
     bar.update(1)

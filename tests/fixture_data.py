@@ -60,6 +60,11 @@ SPLITS = ("train_few_all", "dev_few_all")
 FOLDS = 5
 
 
+def lm_documents() -> int:
+  """Documents of the char-LM corpus (lmsys.text_lm): unlabeled `sentence`s + KgCLUE questions."""
+  return UNLABELED_LINES["eprstmt"] + UNLABELED_LINES["tnews"] + KGCLUE_LINES["train"]
+
+
 def few_all_lines(task: str) -> int:
   """Lines in each of train_few_all / dev_few_all of `task`."""
   return PER_CLASS[task] * NUM_CLASSES[task] if task in PER_CLASS else PAIR_TASK_LINES

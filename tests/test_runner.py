@@ -33,7 +33,7 @@ def test_smoke_run_writes_the_workdir(tmp_path, capsys):
   assert config["train"]["num_steps"] == 20 and config["experiment"] == "mlp"
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert all("step" in l and "split" in l for l in lines)
-  assert {l["split"] for l in lines} == {"train", "eval"}
+  assert {l["split"] for l in lines} == {"compile", "train", "eval"}
 
 
 def test_resume_allows_more_steps_and_refuses_changed_maths(tmp_path, capsys):

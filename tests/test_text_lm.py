@@ -56,7 +56,7 @@ def test_corpus_reads_the_real_layout(fixture_data_dir):
   with open(fixture_data_dir / "kgclue" / "train.json", encoding="utf-8") as f:
     expected += [json.loads(line)["question"] for line in f]
   assert docs == expected
-  assert len(docs) == sum(fixture_data.UNLABELED_LINES[t] for t in ("eprstmt", "tnews")) + fixture_data.KGCLUE_LINES["train"]
+  assert len(docs) == fixture_data.lm_documents()
 
   corpus = text_lm.load_corpus(root, min_count=3, seed=0)
   info = corpus.info
