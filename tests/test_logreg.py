@@ -1,11 +1,13 @@
 """Note 1: the analytic solution of logistic regression, and its experiment."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
+import pytest
 
-from lmsys import logreg
+from lmsys import data, logreg
 
 
 def _gaussian(dim=6, num_classes=3, n=4000, seed=0, separation=1.5):
@@ -94,6 +96,171 @@ def test_fit_is_jitted_once_per_shape():
   before = logreg._fit_softmax._cache_size()
   logreg.fit_analytic(x + 1.0, y, shrinkage=1e-2)  # new values, same shapes: no recompilation
   assert logreg._fit_softmax._cache_size() == before
+  logreg.fit_analytic(x, y, shrinkage="auto")
+  before = logreg._fit_auto._cache_size()
+  logreg.fit_analytic(x * 2.0, y, shrinkage="auto")
+  assert logreg._fit_auto._cache_size() == before
+
+
+# ---------------------------------------------------------------- shrinkage="auto"
+
+def _log_softmax(a):
+  a = np.asarray(a, np.float64)
+  return a - np.logaddexp.reduce(a, axis=1, keepdims=True)
+
+
+def _hard_problem(seed=0):
+  """Unequal units and offsets, a feature constant overall, one constant within class 0 only,
+  a duplicated feature, and a class with fewer rows than features."""
+  problem, (x, y), (xt, yt) = _gaussian(dim=12, num_classes=4, n=400, seed=seed, separation=1.0)
+  keep = (y != 3) | (np.cumsum(y == 3) <= 8)          # class 3: 8 rows < 16 features
+  x, y = x[keep], y[keep]
+  scale = np.geomspace(1e-2, 1e2, 12).astype(np.float32)
+  x, xt = x * scale + 50.0, xt * scale + 50.0
+  extra = lambda a, labels: np.concatenate(
+      [a, np.full((len(a), 1), 0.1, np.float32), a[:, :1], np.where(labels[:, None] == 0, 3.0, a[:, 1:2] + 1)],
+      axis=1).astype(np.float32)
+  x, xt = extra(x, y), extra(xt, yt)
+  return x, y, xt, yt
+
+
+def test_auto_intensities_equal_sklearn_ledoit_wolf_per_class():
+  """sklearn's LDA(shrinkage="auto") is ledoit_wolf of each class's StandardScaler'd rows."""
+  from sklearn.covariance import ledoit_wolf
+  from sklearn.preprocessing import StandardScaler
+  x, y, _, _ = _hard_problem()
+  ours = logreg.auto_shrinkage(x, y, num_classes=4)
+  ref = [ledoit_wolf(StandardScaler().fit_transform(x[y == k].astype(np.float64)))[1] for k in range(4)]
+  assert 0.01 < min(ref) and max(ref) < 0.99   # interior intensities, not clipped ones
+  # float32 moments against float64: the intensity is a ratio of O(1) sums, ~1e-7 relative error.
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+  # An absent class gets intensity 0; the others are unchanged.
+  np.testing.assert_allclose(logreg.auto_shrinkage(x, y, num_classes=5)[:4], ours, rtol=1e-6, atol=1e-7)
+  assert logreg.auto_shrinkage(x, y, num_classes=5)[4] == 0
+
+
+def test_auto_matches_sklearn_lda_lsqr_auto():
+  """Same rule as LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"), computed in float32
+  against sklearn's float64. Tolerance: Ledoit-Wolf keeps Sigma well conditioned in standardised
+  units (condition number <= ~1e3 here), so float32 rounding moves logits by ~1e-5 relative; the
+  largest logit gaps are ~100 nats, so log-probabilities are compared to 1e-2 nats absolute and
+  5e-4 relative to the logit scale, and a prediction may differ only where sklearn's top two classes
+  are within 1e-2 nats (a tie at float32 resolution).
+
+  Units: on standardised input (the experiment's) the two agree everywhere. On raw input they agree
+  except for a feature constant within a class, whose shrinkage target is 1 raw unit in sklearn and
+  1 train std here (module docstring): the raw-input case below has none."""
+  from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+  x, y, xt, yt = _hard_problem()
+  standardised = data.standardize(x, xt)
+  _, (xr, yr), (xrt, yrt) = _gaussian(dim=12, num_classes=4, n=300, seed=21)
+  raw_scale = np.geomspace(1e-2, 1e2, 12).astype(np.float32)
+  raw = (xr * raw_scale + 50.0, xrt * raw_scale + 50.0)
+  for (x, xt), y in [(standardised, y), (raw, yr)]:
+    x, xt = x.astype(np.float32), xt.astype(np.float32)
+    w, b = logreg.fit_analytic(x, y, shrinkage="auto")
+    ours = _log_softmax(logreg.logits(xt, w, b))
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x.astype(np.float64), y)
+    ref = lda.predict_log_proba(xt.astype(np.float64))
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    differ = ours.argmax(1) != ref.argmax(1)
+    assert np.all(top2[differ, 1] - top2[differ, 0] < 1e-2) and differ.mean() < 1e-3
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ours, ref, atol=max(1e-2, 5e-4 * scale))
+    coef = (lda.coef_[1:] - lda.coef_[:1]).T
+    np.testing.assert_allclose(np.asarray(w[:, 1:] - w[:, :1]), coef, rtol=0, atol=1e-4 * np.abs(coef).max())
+  # Binary: sklearn keeps one coefficient vector; so does binary_form.
+  _, (x, y), (xt, _) = _gaussian(dim=30, num_classes=2, n=120, seed=9)
+  w, b = logreg.fit_analytic_binary(x, y, shrinkage="auto")
+  lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x.astype(np.float64), y)
+  np.testing.assert_allclose(xt @ np.asarray(w) + float(b), lda.decision_function(xt.astype(np.float64)),
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_auto_repairs_the_floor_where_n_is_close_to_d():
+  """The failure the fixed floor has on Fashion-MNIST 1k, on data where the Gaussian model holds."""
+  problem, (x, y), (xt, yt) = _gaussian(dim=80, num_classes=3, n=120, seed=13, separation=1.0)
+  bayes = logreg.evaluate(logreg.bayes_logits(xt, problem), yt)
+  floor = logreg.evaluate(logreg.logits(xt, *logreg.fit_analytic(x, y)), yt)
+  auto = logreg.evaluate(logreg.logits(xt, *logreg.fit_analytic(x, y, shrinkage="auto")), yt)
+  assert auto["log_loss"] < floor["log_loss"] / 2 and auto["accuracy"] > floor["accuracy"]
+  assert auto["accuracy"] > bayes["accuracy"] - 0.15
+
+
+# ---------------------------------------------------------------- streaming
+
+def _batches(x, y, sizes):
+  """Uneven batches: sizes cycle (a 1-row batch and batches missing classes included)."""
+  out, i, j = [], 0, 0
+  while i < len(y):
+    out.append((x[i:i + sizes[j % len(sizes)]], y[i:i + sizes[j % len(sizes)]]))
+    i, j = i + sizes[j % len(sizes)], j + 1
+  return out
+
+
+def _assert_same_fit(a, b, xt, logp_atol):
+  (wa, ba), (wb, bb) = a, b
+  la, lb = _log_softmax(logreg.logits(xt, wa, ba)), _log_softmax(logreg.logits(xt, wb, bb))
+  assert np.mean(la.argmax(1) == lb.argmax(1)) > 0.999
+  np.testing.assert_allclose(la, lb, atol=logp_atol)
+  wa, wb = np.asarray(wa), np.asarray(wb)
+  np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-3 * np.abs(wa).max())
+  np.testing.assert_allclose(np.asarray(ba), np.asarray(bb), rtol=1e-3, atol=1e-3 * max(1.0, np.abs(ba).max()))
+
+
+def test_streaming_equals_in_memory_fit():
+  """One pass over batches gives fit_analytic on the whole set: weights, bias and predictions, with
+  the fixed floor and with "auto", with unequal units, a large offset, constant features and a
+  class smaller than the dimension. The streaming moments are float64 and the in-memory ones
+  float32, so they differ by float32 rounding (1e-6 relative) times the conditioning of the solve."""
+  x, y, xt, _ = _hard_problem(seed=2)
+  assert len(y) > 100
+  batches = _batches(x, y, [1, 37, 5, 120])
+  for shrinkage in (1e-3, 0.1, "auto"):
+    _assert_same_fit(logreg.fit_analytic(x, y, 4, shrinkage=shrinkage),
+                     logreg.fit_analytic_streaming(batches, 4, shrinkage=shrinkage), xt, logp_atol=2e-3)
+  # A larger, well conditioned problem: agreement to ~1e-5.
+  _, (x, y), (xt, _) = _gaussian(dim=20, num_classes=5, n=20000, seed=17)
+  batches = _batches(x, y, [4096, 999])
+  for shrinkage in (1e-3, "auto"):
+    _assert_same_fit(logreg.fit_analytic(x, y, 5, shrinkage=shrinkage),
+                     logreg.fit_analytic_streaming(iter(batches), 5, shrinkage=shrinkage), xt, logp_atol=1e-4)
+
+
+def test_streaming_absent_class_order_and_purity():
+  _, (x, y), (xt, _) = _gaussian(dim=5, num_classes=3, n=600, seed=19)
+  keep = y != 1
+  x, y = x[keep], y[keep]
+  for shrinkage in (1e-3, "auto"):
+    streamed = logreg.fit_analytic_streaming(_batches(x, y, [50]), 3, shrinkage=shrinkage)
+    assert np.isfinite(np.asarray(streamed[0])).all() and np.isfinite(np.asarray(streamed[1])).all()
+    _assert_same_fit(logreg.fit_analytic(x, y, 3, shrinkage=shrinkage), streamed, xt, logp_atol=1e-4)
+    # Batches in another order (other shifts): the same fit.
+    perm = np.random.default_rng(0).permutation(len(y))
+    _assert_same_fit(streamed, logreg.fit_analytic_streaming(_batches(x[perm], y[perm], [64]), 3, shrinkage),
+                     xt, logp_atol=1e-4)
+  # moments_update is pure: the moments it was given are unchanged.
+  m0 = logreg.moments_update(logreg.moments_init(3, 5, auto=True), x[:10], y[:10])
+  copy = {f.name: None if getattr(m0, f.name) is None else np.array(getattr(m0, f.name))
+          for f in dataclasses.fields(m0)}
+  m1 = logreg.moments_update(m0, x[10:], y[10:])
+  assert m1.num_rows == len(y) and m0.num_rows == 10
+  for name, value in copy.items():
+    assert value is None or np.array_equal(getattr(m0, name), value), name
+
+
+def test_streaming_rejects_bad_input():
+  m = logreg.moments_init(3, 4)
+  with pytest.raises(ValueError, match="labels"):
+    logreg.moments_update(m, np.zeros((2, 4)), np.array([0, 3]))
+  with pytest.raises(ValueError, match="expected x"):
+    logreg.moments_update(m, np.zeros((2, 5)), np.array([0, 1]))
+  with pytest.raises(ValueError, match="auto=True"):
+    logreg.fit_from_moments(logreg.moments_update(m, np.ones((2, 4)), np.array([0, 1])), shrinkage="auto")
+  with pytest.raises(ValueError, match="no batches"):
+    logreg.fit_analytic_streaming([], 3)
+  with pytest.raises(ValueError, match="shrinkage"):
+    logreg.fit_analytic(np.ones((3, 2)), np.array([0, 1, 0]), shrinkage="ledoit")
 
 
 # ---------------------------------------------------------------- experiment

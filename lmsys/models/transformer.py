@@ -95,7 +95,14 @@ def _dense(features, cfg, name, axis=-1):
 
 
 class MultiHeadAttention(nn.Module):
-  """Projections to h heads of size head_dim, attention of a named kind, output projection."""
+  """Projections to h heads of size head_dim, attention of a named kind, output projection.
+
+  decode=True (incremental decoding, one position per call) keeps a cache in
+  the 'cache' collection. Self-attention appends this step's key and value at
+  `cache_index` and attends to the positions written so far; cross-attention
+  projects the encoder output once (first call) and reuses it. A call with the
+  full-length input and no cache yet only creates it (flax lm1b's pattern).
+  """
   config: TransformerConfig
   causal: bool = False
   kind: str | None = None           # default: config.attention (cross-attention may differ)
@@ -103,21 +110,58 @@ class MultiHeadAttention(nn.Module):
   seed: int = 0                     # FAVOR+'s fixed draw when no 'attention' rng is given
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv=None, mask=None):
+  def __call__(self, inputs_q, inputs_kv=None, mask=None, decode=False):
     cfg = self.config
     kind = self.kind or cfg.attention
+    cross = inputs_kv is not None
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     heads = (cfg.num_heads, cfg.head_dim)
-    q, k, v = (_dense(heads, cfg, "query")(inputs_q), _dense(heads, cfg, "key")(inputs_kv),
-               _dense(heads, cfg, "value")(inputs_kv))
+    q = _dense(heads, cfg, "query")(inputs_q)
+    key_proj, value_proj = _dense(heads, cfg, "key"), _dense(heads, cfg, "value")
+    causal = self.causal
+    if decode and cross:
+      k, v = self._cached_cross(key_proj, value_proj, inputs_kv)
+    elif decode:
+      k, v, visible = self._cached_self(key_proj(inputs_kv), value_proj(inputs_kv))
+      if visible is not None:  # one step: every key written so far is in the past
+        mask, causal = visible, False
+    else:
+      k, v = key_proj(inputs_kv), value_proj(inputs_kv)
     self.sow("intermediates", "qk", (q, k))  # for analysis only (mutable=["intermediates"])
     rng = None
     if kind == "favor":
       rng = (self.make_rng("attention") if self.has_rng("attention")
              else jax.random.fold_in(jax.random.PRNGKey(self.seed), 0))
-    out = attention_lib.attend(q, k, v, kind=kind, causal=self.causal, mask=mask, rng=rng,
+    out = attention_lib.attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng,
                                **cfg.attention_kwargs)
     return _dense(self.out_features or inputs_q.shape[-1], cfg, "out", axis=(-2, -1))(out)
+
+  def _cached_self(self, k, v):
+    """(keys, values, visible-key mask or None) with this step written into the cache."""
+    initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    if not initialized:  # the cache-creating call: plain causal attention over the input
+      return k, v, None
+    if k.shape[1] != 1:
+      raise ValueError(f"decode=True takes one position per call, got {k.shape[1]}")
+    i = index.value
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, (0, i, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, (0, i, 0, 0))
+    index.value = i + 1
+    length = cached_key.value.shape[1]
+    visible = jnp.broadcast_to(jnp.arange(length) <= i, (k.shape[0], length))
+    return cached_key.value, cached_value.value, visible
+
+  def _cached_cross(self, key_proj, value_proj, encoded):
+    initialized = self.has_variable("cache", "cross_key")
+    if initialized:  # projected once, when the cache was created
+      return self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
+    k, v = key_proj(encoded), value_proj(encoded)
+    self.put_variable("cache", "cross_key", k)
+    self.put_variable("cache", "cross_value", v)
+    return k, v
 
 
 class FeedForward(nn.Module):
@@ -159,16 +203,17 @@ class DecoderLayer(nn.Module):
   seed: int = 0
 
   @nn.compact
-  def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True):
+  def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True, decode=False):
     cfg = self.config
     drop = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
     y = MultiHeadAttention(cfg, causal=True, seed=self.seed, name="self_attention")(
-        _layer_norm(cfg, "ln_self")(x), mask=mask)
+        _layer_norm(cfg, "ln_self")(x), mask=mask, decode=decode)
     x = x + drop(y)
     if encoded is not None:
       y = MultiHeadAttention(cfg, causal=False, kind=cfg.cross_attention or cfg.attention,
                              seed=self.seed + 1, name="cross_attention")(
-                                 _layer_norm(cfg, "ln_cross")(x), encoded, mask=encoded_mask)
+                                 _layer_norm(cfg, "ln_cross")(x), encoded, mask=encoded_mask,
+                                 decode=decode)
       x = x + drop(y)
     y = FeedForward(cfg, name="ffn")(_layer_norm(cfg, "ln_ffn")(x))
     return x + drop(y)
@@ -203,10 +248,12 @@ class Embedder(nn.Module):
     else:
       raise ValueError(f"unknown positions {self.positions!r} (known: learned, sinusoidal)")
 
-  def __call__(self, ids):
+  def __call__(self, ids, offset=0):
+    """Embeddings of ids [B, L] at positions offset .. offset + L - 1 (offset may be traced)."""
     if ids.shape[1] > self.max_length:
       raise ValueError(f"sequence length {ids.shape[1]} > max_length {self.max_length}")
-    return self.tokens(ids) + self.position_table[None, : ids.shape[1]].astype(self.dtype)
+    table = jax.lax.dynamic_slice_in_dim(self.position_table, offset, ids.shape[1], axis=0)
+    return self.tokens(ids) + table[None].astype(self.dtype)
 
   def attend(self, x):
     return self.tokens.attend(x)
@@ -237,11 +284,12 @@ class Decoder(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True):
+  def __call__(self, x, encoded=None, mask=None, encoded_mask=None, deterministic=True, decode=False):
     cfg = self.config
-    layer_class = _maybe_remat(DecoderLayer, cfg, static_argnums=(5,))
+    layer_class = _maybe_remat(DecoderLayer, cfg, static_argnums=(5, 6))
     for i in range(cfg.num_layers):
-      x = layer_class(cfg, seed=2 * i, name=f"layer_{i}")(x, encoded, mask, encoded_mask, deterministic)
+      x = layer_class(cfg, seed=2 * i, name=f"layer_{i}")(x, encoded, mask, encoded_mask, deterministic,
+                                                          decode)
     return _layer_norm(cfg, "ln_final")(x)
 
 
@@ -259,3 +307,62 @@ class CausalLM(nn.Module):
     x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(embedder(ids))
     x = Encoder(cfg, causal=True, name="decoder")(x, mask=mask, deterministic=deterministic)
     return embedder.attend(x).astype(jnp.float32)
+
+
+class Seq2Seq(nn.Module):
+  """Encoder-decoder Transformer with one shared (tied) token embedding (note 7).
+
+      logits = model.apply(variables, source, target_in)          # teacher forcing
+      encoded = model.apply(variables, source, method=Seq2Seq.encode)
+      logits, cache = model.apply({**variables, "cache": cache}, token, encoded, source_mask,
+                                  decode=True, position=t, method=Seq2Seq.decode, mutable=["cache"])
+
+  Token id 0 is padding: the source mask is `source != 0`. Incremental
+  decoding (decode=True) feeds one target position per call; the cache is
+  created by `init_cache`, then reordered by the beam search with
+  `reorder_cache` (every cache array has the batch first, except the scalar
+  step counters, which all rows share).
+  """
+  config: TransformerConfig
+  vocab_size: int
+  max_source_length: int
+  max_target_length: int
+
+  def setup(self):
+    cfg = self.config
+    self.embedder = Embedder(self.vocab_size, cfg.width, max(self.max_source_length, self.max_target_length),
+                             cfg.positions, cfg.dtype, name="embed")
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.encoder = Encoder(cfg, name="encoder")
+    self.decoder = Decoder(cfg, name="decoder")
+
+  def encode(self, source, deterministic=True):
+    x = self.dropout(self.embedder(source), deterministic=deterministic)
+    return self.encoder(x, source != 0, deterministic)
+
+  def decode(self, target_in, encoded, source_mask, deterministic=True, decode=False, position=0):
+    """Logits [B, Lt, V] (float32) of the next tokens.
+
+    decode=True: one step with the cache, `target_in` [B, 1] at target position `position`.
+    """
+    x = self.dropout(self.embedder(target_in, position), deterministic=deterministic)
+    x = self.decoder(x, encoded, None, source_mask, deterministic, decode)
+    return self.embedder.attend(x).astype(jnp.float32)
+
+  def __call__(self, source, target_in, deterministic=True):
+    encoded = self.encode(source, deterministic)
+    return self.decode(target_in, encoded, source != 0, deterministic)
+
+
+def init_cache(model: Seq2Seq, params, encoded, source_mask):
+  """The decoding cache for a batch: zeros of the full target length, cross keys projected."""
+  batch = encoded.shape[0]
+  dummy = jnp.zeros((batch, model.max_target_length), jnp.int32)
+  _, state = model.apply({"params": params}, dummy, encoded, source_mask, decode=True,
+                         method=Seq2Seq.decode, mutable=["cache"])
+  return state["cache"]
+
+
+def reorder_cache(cache, index):
+  """The cache of rows `index` (beam search: the beams that survive a step)."""
+  return jax.tree.map(lambda c: c[index] if c.ndim else c, cache)
