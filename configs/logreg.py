@@ -39,7 +39,9 @@ def get_config(arg=None):
   c.data.synthetic = ml_collections.ConfigDict(dict(
       dim=50, num_classes=5, separation=1.0, num_train=10000, num_test=20000))
 
-  c.methods = ("analytic", "mle", "mle_long", "sklearn_logreg", "sklearn_lda")
+  # analytic: the fixed eigenvalue floor analytic.shrinkage; analytic_auto: Ledoit-Wolf per class,
+  # the rule of sklearn_lda_auto = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").
+  c.methods = ("analytic", "analytic_auto", "mle", "mle_long", "sklearn_logreg", "sklearn_lda", "sklearn_lda_auto")
   c.analytic = ml_collections.ConfigDict(dict(shrinkage=1e-3))
   c.sklearn = ml_collections.ConfigDict(dict(C=1.0, max_iter=1000))
   # MLE baseline of the note: one dense layer, Adam 1e-3, batch 32, 10 epochs, no regularisation.

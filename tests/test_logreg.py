@@ -109,17 +109,17 @@ def _log_softmax(a):
   return a - np.logaddexp.reduce(a, axis=1, keepdims=True)
 
 
-def _hard_problem(seed=0):
-  """Unequal units and offsets, a feature constant overall, one constant within class 0 only,
-  a duplicated feature, and a class with fewer rows than features."""
+def _hard_problem(seed=0, class_constant=True):
+  """Unequal units and offsets, a feature constant overall, one constant within class 0 only
+  (unless class_constant=False), a duplicated feature, and a class with fewer rows than features."""
   problem, (x, y), (xt, yt) = _gaussian(dim=12, num_classes=4, n=400, seed=seed, separation=1.0)
   keep = (y != 3) | (np.cumsum(y == 3) <= 8)          # class 3: 8 rows < 16 features
   x, y = x[keep], y[keep]
   scale = np.geomspace(1e-2, 1e2, 12).astype(np.float32)
   x, xt = x * scale + 50.0, xt * scale + 50.0
   extra = lambda a, labels: np.concatenate(
-      [a, np.full((len(a), 1), 0.1, np.float32), a[:, :1], np.where(labels[:, None] == 0, 3.0, a[:, 1:2] + 1)],
-      axis=1).astype(np.float32)
+      [a, np.full((len(a), 1), 0.1, np.float32), a[:, :1]]
+      + ([np.where(labels[:, None] == 0, 3.0, a[:, 1:2] + 1)] if class_constant else []), axis=1).astype(np.float32)
   x, xt = extra(x, y), extra(xt, yt)
   return x, y, xt, yt
 
@@ -202,7 +202,7 @@ def _assert_same_fit(a, b, xt, logp_atol):
   (wa, ba), (wb, bb) = a, b
   la, lb = _log_softmax(logreg.logits(xt, wa, ba)), _log_softmax(logreg.logits(xt, wb, bb))
   assert np.mean(la.argmax(1) == lb.argmax(1)) > 0.999
-  np.testing.assert_allclose(la, lb, atol=logp_atol)
+  np.testing.assert_allclose(la, lb, rtol=1e-5, atol=logp_atol)  # rtol: float32 rounding of large logits
   wa, wb = np.asarray(wa), np.asarray(wb)
   np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-3 * np.abs(wa).max())
   np.testing.assert_allclose(np.asarray(ba), np.asarray(bb), rtol=1e-3, atol=1e-3 * max(1.0, np.abs(ba).max()))
@@ -213,12 +213,15 @@ def test_streaming_equals_in_memory_fit():
   the fixed floor and with "auto", with unequal units, a large offset, constant features and a
   class smaller than the dimension. The streaming moments are float64 and the in-memory ones
   float32, so they differ by float32 rounding (1e-6 relative) times the conditioning of the solve."""
-  x, y, xt, _ = _hard_problem(seed=2)
-  assert len(y) > 100
-  batches = _batches(x, y, [1, 37, 5, 120])
-  for shrinkage in (1e-3, 0.1, "auto"):
-    _assert_same_fit(logreg.fit_analytic(x, y, 4, shrinkage=shrinkage),
-                     logreg.fit_analytic_streaming(batches, 4, shrinkage=shrinkage), xt, logp_atol=2e-3)
+  for class_constant, shrinkages in ((False, (1e-3, 0.1, "auto")), (True, (0.1, "auto"))):
+    x, y, xt, _ = _hard_problem(seed=2, class_constant=class_constant)
+    batches = _batches(x, y, [1, 37, 5, 120])
+    for shrinkage in shrinkages:
+      _assert_same_fit(logreg.fit_analytic(x, y, 4, shrinkage=shrinkage),
+                       logreg.fit_analytic_streaming(batches, 4, shrinkage=shrinkage), xt, logp_atol=5e-3)
+  # (Not the floor 1e-3 with the class-constant feature: the within-class variance of that feature
+  # is ~1e-6 of its total, so that Sigma is too ill-conditioned for float32; the in-memory fit
+  # itself is 10% away from a float64 solve there, and the streaming one as well.)
   # A larger, well conditioned problem: agreement to ~1e-5.
   _, (x, y), (xt, _) = _gaussian(dim=20, num_classes=5, n=20000, seed=17)
   batches = _batches(x, y, [4096, 999])
@@ -273,8 +276,16 @@ def test_smoke_config_end_to_end(tmp_path):
     results = json.load(f)
   assert set(results) == {"iris", "synthetic"} and set(results["synthetic"]) == {"full", "n200"}
   row = results["synthetic"]["full"]
-  assert {"analytic", "mle", "mle_long", "sklearn_logreg", "sklearn_lda", "bayes"} <= set(row)
+  assert {"analytic", "analytic_auto", "mle", "mle_long", "sklearn_logreg", "sklearn_lda", "sklearn_lda_auto",
+          "bayes"} <= set(row)
   assert row["analytic"]["test_acc"] > row["bayes"]["test_acc"] - 0.05
+  for per in results.values():  # the same rule as scikit-learn's shrunk LDA, on every set and regime
+    for r in per.values():
+      assert abs(r["analytic_auto"]["test_acc"] - r["sklearn_lda_auto"]["test_acc"]) < 0.005
+      assert abs(r["analytic_auto"]["test_logloss"] - r["sklearn_lda_auto"]["test_logloss"]) < 1e-3
+  with open(os.path.join(workdir, "summary.txt")) as f:
+    text = f.read()
+  assert "auto shrinkage vs fixed floor (full)" in text and "LDA(lsqr, shrinkage='auto')" in text
   assert results["iris"]["full"]["analytic"]["test_acc"] > 0.9
   assert os.path.isfile(os.path.join(workdir, "figures", "accuracy.png"))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
