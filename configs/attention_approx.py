@@ -20,9 +20,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, steps=0)
-  c = ml_collections.ConfigDict()
-  c.experiment = "attention_approx"
-  c.seed = 0
+  c = config_lib.experiment_config("attention_approx")
 
   c.random = ml_collections.ConfigDict(dict(length=256, head_dim=16, heads=4))
   c.favor_dims = (16, 64, 256, 1024, 4096, 16384)

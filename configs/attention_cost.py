@@ -18,9 +18,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False)
-  c = ml_collections.ConfigDict()
-  c.experiment = "attention_cost"
-  c.seed = 0
+  c = config_lib.experiment_config("attention_cost")
   c.num_heads = 12
   c.head_dim = 64
   c.ffn_ratio = 4

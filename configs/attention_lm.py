@@ -18,9 +18,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, steps=0)
-  c = ml_collections.ConfigDict()
-  c.experiment = "attention_lm"
-  c.seed = 0
+  c = config_lib.experiment_config("attention_lm")
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = ""            # "" = $LMSYS_DATA_DIR

@@ -19,9 +19,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False)
-  c = ml_collections.ConfigDict()
-  c.experiment = "jl"
-  c.seed = 0
+  c = config_lib.experiment_config("jl")
 
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = ""  # root holding fewclue/ (and fashion-mnist/); "" = $LMSYS_DATA_DIR, then defaults

@@ -23,9 +23,7 @@ FEWCLUE = ("fewclue/eprstmt", "fewclue/tnews", "fewclue/iflytek", "fewclue/csldc
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, full=False)
-  c = ml_collections.ConfigDict()
-  c.experiment = "logreg"
-  c.seed = 0
+  c = config_lib.experiment_config("logreg")
 
   c.data = ml_collections.ConfigDict()
   c.data.names = BUNDLED + ("synthetic",)

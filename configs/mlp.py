@@ -17,9 +17,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, fashion_mnist=False, steps=0)
-  c = ml_collections.ConfigDict()
-  c.experiment = "mlp"
-  c.seed = 0
+  c = config_lib.experiment_config("mlp")
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"

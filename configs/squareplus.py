@@ -16,9 +16,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, no_lm=False)
-  c = ml_collections.ConfigDict()
-  c.experiment = "squareplus"
-  c.seed = 0
+  c = config_lib.experiment_config("squareplus")
 
   c.speed = ml_collections.ConfigDict(dict(
       activations=("relu", "squareplus", "softplus", "gelu", "gelu_tanh"), size=1 << 24, repeats=10))

@@ -18,9 +18,7 @@ from lmsys import config as config_lib
 
 def get_config(arg=None):
   variants = config_lib.parse_arg(arg, smoke=False, digits=False, steps=0)
-  c = ml_collections.ConfigDict()
-  c.experiment = "vae"
-  c.seed = 0
+  c = config_lib.experiment_config("vae")
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "fashion_mnist"  # or tfds/fashion_mnist where prepared

@@ -232,9 +232,10 @@ def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, 
   v1 = _with_ones(v)
   if causal:
     out = _causal_linear_attention(phi_q, phi_k, v1, chunk_size or default_chunk_size(), key_offsets)
-  else:
-    kv = _einsum("blhf,blhd->bhfd", phi_k, v1, acc)
-    out = _einsum("blhf,bhfd->blhd", phi_q, kv.astype(phi_q.dtype), acc)
+  else:  # heads first: XLA's CPU dots run ~2.5x faster on [B, H, L, F] than on [B, L, H, F]
+    heads_first = lambda x: jnp.swapaxes(x, 1, 2)
+    kv = _einsum("bhlf,bhld->bhfd", heads_first(phi_k), heads_first(v1), acc)
+    out = heads_first(_einsum("bhlf,bhfd->bhld", heads_first(phi_q), kv.astype(phi_q.dtype), acc))
   return _normalise(out).astype(v.dtype)
 
 

@@ -67,6 +67,11 @@ def _convert(name: str, text: str, default: Any) -> Any:
   return text
 
 
+def experiment_config(experiment: str, seed: int = 0) -> ml_collections.ConfigDict:
+  """A new config naming its experiment module (experiments/<experiment>.py) and seed."""
+  return ml_collections.ConfigDict({"experiment": experiment, "seed": seed})
+
+
 def train_defaults(**overrides) -> ml_collections.ConfigDict:
   """The `train` section every trained experiment starts from (read by lmsys.trainer)."""
   c = ml_collections.ConfigDict()
