@@ -39,7 +39,7 @@ def note_crossovers(num_heads: int, head_dim: int) -> dict:
   """The note's predicted crossover lengths n."""
   return {"attention_over_ffn": 2 * num_heads * head_dim,
           "quadratic_over_rest": 6 * num_heads * head_dim,
-          "linear_pays": 16 * head_dim}
+          "linear_pays": 16 * head_dim}  # assumes linear attention with q, k and v all of size 4d
 
 
 # ---------------------------------------------------------------- multiplications

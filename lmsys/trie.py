@@ -128,7 +128,7 @@ def build_trie_from_sequences(sequences: Iterable[Sequence[int]], vocab_size: in
 
 
 def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, end_token: int = 0,
-               chunk_rows: int = 1 << 16) -> TrieArrays:
+               chunk_rows: int = 1 << 14) -> TrieArrays:
   """The trie of N padded sequences, as numpy `TrieArrays`.
 
   tokens: integer [N, L]; row i is sequence i in tokens[i, :lengths[i]] and
@@ -223,7 +223,10 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, end_tok
     assigned += counts
   root_mask = np.zeros(vocab_size, bool)
   root_mask[token[1:first_child[1]]] = True
-  max_fanout = max(int(np.diff(first_child[1:]).max()) if num_nodes > 1 else 0, 1)
+  max_fanout = 1  # over non-root nodes, in blocks (a full diff would cost 4 bytes a node)
+  for a in range(1, num_nodes, 1 << 20):
+    block = first_child[a:min(a + (1 << 20), num_nodes) + 1]
+    max_fanout = max(max_fanout, int((block[1:] - block[:-1]).max()))
   return TrieArrays(first_child=first_child, token=token, value=value, root_mask=root_mask,
                     slots=np.arange(max_fanout, dtype=np.int32), end_token=np.int32(end_token))
 

@@ -96,6 +96,33 @@ def test_streaming_logsumexp_matches_direct_computation():
   np.testing.assert_allclose(out["iwae_3_se"], groups.std(0, ddof=1) / 10, rtol=1e-3)
 
 
+def test_standard_errors_are_exact_for_log_weights_near_minus_250():
+  # Log weights of a real model sit near -250 with spreads from ~0.01 to a few nats. A sum
+  # of squares minus a squared mean in float32 leaves only rounding noise of such a
+  # variance (the se came out 0 to 2.9x the exact one); the estimator must not.
+  spreads = jnp.array([0.003, 0.03, 0.3, 1.0, 3.0])
+  def fn(rng, num_samples):
+    return -250.0 + spreads * jax.random.normal(rng, (num_samples, 5))
+  ks, num_samples, chunk = (1, 5, 50, 500), 5000, 500
+  rng = jax.random.key(5)
+  out = jax.jit(lambda r: iwae.estimate_log_px(fn, r, num_samples, chunk, ks))(rng)
+  log_w = np.concatenate([np.asarray(jax.jit(fn, static_argnums=1)(jax.random.fold_in(rng, i), chunk))
+                          for i in range(num_samples // chunk)]).astype(np.float64)
+  for k in ks:  # exact, in float64, from the same float32 log weights
+    g = log_w.reshape(-1, k, 5)
+    groups = np.log(np.mean(np.exp(g - g.max(1, keepdims=True)), 1)) + g.max(1)
+    np.testing.assert_allclose(out[f"iwae_{k}"], groups.mean(0), rtol=1e-6)
+    # From spread 0.03 on: at 0.003 the float32 rounding of each group's value at -250
+    # (~1e-5) is itself a few per mille of the groups' spread for k >= 50.
+    np.testing.assert_allclose(out[f"iwae_{k}_se"][1:], groups.std(0, ddof=1)[1:] / np.sqrt(len(groups)),
+                               rtol=1e-3, err_msg=f"iwae_{k}_se")
+  w = np.exp(log_w - log_w.max(0))
+  np.testing.assert_allclose(out["log_px_se"], np.sqrt((w ** 2).sum(0) / w.sum(0) ** 2 - 1 / num_samples),
+                             rtol=1e-3)
+  np.testing.assert_allclose(out["ess"], w.sum(0) ** 2 / (w ** 2).sum(0), rtol=1e-4)
+  np.testing.assert_allclose(out["log_px"], np.log(w.mean(0)) + log_w.max(0), rtol=1e-6)
+
+
 def test_chunk_sizes_must_fit():
   fn = lambda r, s: jnp.zeros((s, 2))
   with pytest.raises(ValueError, match="multiple"):
