@@ -4,18 +4,25 @@ The timed layer is written here as plain functions of random weights (the same
 maths as lmsys.models.transformer.EncoderLayer, whose compiled FLOPs XLA
 counts for the check), so that the softmax core can run in groups of heads:
 at n = 16,384 one head's n x n scores take 1 GiB, all 12 heads 12 GiB.
+
+Two softmax cores are timed: the hand-written one (`implementation="reference"`,
+which the attention sub-layer and the layer use, as in the first runs of note 2)
+and the fused `jax.nn.dot_product_attention` that `attend` runs by default and
+practitioners use (XLA's kernel on CPU, cuDNN flash attention on a GPU for
+16-bit inputs). Each crossover that involves the core is reported for both:
+`measured` (hand-written) and `measured_fused`. Times are `lmsys.timing.benchmark`
+(compile excluded, best of the timed runs).
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import activations, flops, metrics
+from lmsys import activations, flops, metrics, timing
 from lmsys import attention as attention_lib
 from lmsys.config import ConfigError
 from lmsys.models import transformer
@@ -45,15 +52,19 @@ def _layer_norm(x):
   return (x - mean) * jax.lax.rsqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
 
 
-def _softmax_core(q, k, v, heads_per_group):
-  """Softmax attention over groups of heads (lax.map) to bound the n x n memory."""
+def _softmax_core(q, k, v, heads_per_group, implementation="reference"):
+  """Softmax attention over groups of heads (lax.map) to bound the n x n memory.
+
+  implementation: "reference" (hand-written) or None (fused dot_product_attention).
+  """
   b, n, h, d = q.shape
+  attend = lambda q, k, v: attention_lib.attend(q, k, v, kind="softmax",
+                                                implementation=implementation)
   if heads_per_group >= h:
-    return attention_lib.attend(q, k, v, kind="softmax")
+    return attend(q, k, v)
   groups = h // heads_per_group
   split = lambda x: x.reshape(b, n, groups, heads_per_group, d).transpose(2, 0, 1, 3, 4)
-  out = jax.lax.map(lambda args: attention_lib.attend(*args, kind="softmax"),
-                    (split(q), split(k), split(v)))
+  out = jax.lax.map(lambda args: attend(*args), (split(q), split(k), split(v)))
   return out.transpose(1, 2, 0, 3, 4).reshape(b, n, h, d)
 
 
@@ -81,25 +92,22 @@ def make_functions(config, n):
   def softmax_core(q, k, v):
     return _softmax_core(q, k, v, heads_per_group)
 
+  def softmax_fused_core(q, k, v):
+    return _softmax_core(q, k, v, heads_per_group, implementation=None)
+
   def linear_core(q, k, v):
     return attention_lib.attend(q, k, v, kind="linear")
 
   return {"attention": attention_sublayer, "ffn": ffn, "layer": layer,
-          "softmax_core": softmax_core, "linear_core_4d": linear_core}, heads_per_group
+          "softmax_core": softmax_core, "softmax_fused_core": softmax_fused_core,
+          "linear_core_4d": linear_core}, heads_per_group
 
 
 def _time(fn, args, config):
-  compiled = jax.jit(fn).lower(*args).compile()
-  start = time.perf_counter()
-  jax.block_until_ready(compiled(*args))
-  first = time.perf_counter() - start
-  repeats = int(min(config.max_repeats, config.target_seconds // max(first, 1e-9)))
-  times = [first]  # at large n the first run is the only one (compile is excluded anyway)
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.min(times[1:] if len(times) > 1 else times)), len(times)
+  """(best seconds, timed runs) of the jitted fn, compile excluded (lmsys.timing)."""
+  t = timing.benchmark(fn, *args, target_seconds=config.target_seconds,
+                       max_repeats=config.max_repeats)
+  return t.best_seconds, len(t.times)
 
 
 def xla_check(config):
@@ -108,8 +116,9 @@ def xla_check(config):
   rows = []
   for n in config.xla_check_lengths:
     for kind in ("softmax", "linear"):
-      layer = transformer.EncoderLayer(h, d, attention=kind, ffn_ratio=config.ffn_ratio,
-                                       activation=config.activation)
+      layer = transformer.EncoderLayer(transformer.TransformerConfig(
+          num_heads=h, head_dim=d, attention=kind, ffn_ratio=config.ffn_ratio,
+          activation=config.activation))
       x = jnp.zeros((1, n, h * d))
       params = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)
       xla = jax.jit(lambda p, x: layer.apply(p, x)).lower(params, x).compile().cost_analysis()["flops"]
@@ -123,7 +132,9 @@ def xla_check(config):
 
 def _crossover(lengths, a, b):
   """Smallest n (log-interpolated) where a(n) >= b(n), or None if never in range."""
-  diff = np.log(np.asarray(a)) - np.log(np.asarray(b))
+  # A difference of two timings (the layer's rest) can be <= 0 under noise at tiny n: floor it.
+  log = lambda x: np.log(np.maximum(np.asarray(x, float), 1e-12))
+  diff = log(a) - log(b)
   for i in range(len(lengths)):
     if diff[i] >= 0:
       if i == 0:
@@ -160,11 +171,12 @@ def run(config, workdir, writer) -> dict:
     rows.append(row)
     writer.write(n, "timing", row)
     print(f"n={n:6d} attention {row['attention_seconds'] * 1e3:9.1f} ms  core {row['softmax_core_seconds'] * 1e3:9.1f} ms"
-          f"  ffn {row['ffn_seconds'] * 1e3:8.1f} ms  layer {row['layer_seconds'] * 1e3:9.1f} ms"
+          f"  fused core {row['softmax_fused_core_seconds'] * 1e3:9.1f} ms  ffn {row['ffn_seconds'] * 1e3:8.1f} ms  layer {row['layer_seconds'] * 1e3:9.1f} ms"
           f"  linear(4d) {row['linear_core_4d_seconds'] * 1e3:8.1f} ms", flush=True)
 
   lengths = [row["n"] for row in rows]
   col = lambda key: [row[key] for row in rows]
+  # The layer without its core (projections, FFN, norms): the same whichever softmax kernel.
   rest = [row["layer_seconds"] - row["softmax_core_seconds"] for row in rows]
   n_arr = np.asarray(lengths, float)
   # Analytic crossovers from the FLOP counter (elementwise terms included) for comparison.
@@ -182,18 +194,23 @@ def run(config, workdir, writer) -> dict:
       "quadratic_over_rest": {
           "note": predicted["quadratic_over_rest"],
           "flop_counter": _crossover(lengths, flop_core, [a - b for a, b in zip(flop_layer, flop_core)]),
-          "measured": _crossover(lengths, col("softmax_core_seconds"), rest)},
+          "measured": _crossover(lengths, col("softmax_core_seconds"), rest),
+          "measured_fused": _crossover(lengths, col("softmax_fused_core_seconds"), rest)},
       "linear_pays": {
           "note": predicted["linear_pays"],
           "flop_counter": _crossover(lengths, flop_core, flop_lin),
-          "measured": _crossover(lengths, col("softmax_core_seconds"), col("linear_core_4d_seconds"))},
+          "measured": _crossover(lengths, col("softmax_core_seconds"), col("linear_core_4d_seconds")),
+          "measured_fused": _crossover(lengths, col("softmax_fused_core_seconds"),
+                                       col("linear_core_4d_seconds"))},
   }
   del n_arr
   _figure(rows, crossovers, workdir)
   return {"device": jax.devices()[0].device_kind, "shape": {"heads": h, "head_dim": d, "ffn_ratio": r},
           "xla_check": checks,
           "xla_check_max_deviation": max(abs(c["ratio"] - 1) for c in checks),
-          "timings": rows, "crossovers": crossovers}
+          "timings": rows, "crossovers": crossovers,
+          "softmax_kernels": {"measured": "hand-written (attend implementation='reference')",
+                              "measured_fused": "jax.nn.dot_product_attention (attend's default)"}}
 
 
 def _figure(rows, crossovers, workdir):
@@ -203,7 +220,9 @@ def _figure(rows, crossovers, workdir):
   n = [row["n"] for row in rows]
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   for key, label in (("layer_seconds", "whole layer"), ("attention_seconds", "attention sub-layer"),
-                     ("softmax_core_seconds", "softmax core (QK^T, AV)"), ("ffn_seconds", "FFN"),
+                     ("softmax_core_seconds", "softmax core (QK^T, AV), hand-written"),
+                     ("softmax_fused_core_seconds", "softmax core, fused dot_product_attention"),
+                     ("ffn_seconds", "FFN"),
                      ("linear_core_4d_seconds", "linear core, head size 4d")):
     ax.loglog(n, [row[key] for row in rows], "o-", label=label)
   for name, c in crossovers.items():
@@ -214,3 +233,17 @@ def _figure(rows, crossovers, workdir):
   ax.legend(fontsize=8)
   ax.set_title("Transformer layer time vs n (dotted: the note's crossovers)")
   metrics.save_figure(fig, workdir, "attention_cost")
+
+
+def summary(results) -> list[str]:
+  """The note's crossovers against the measured ones, for both softmax kernels."""
+  fmt = lambda n: "never in range" if n is None else f"~{n:,.0f}"
+  lines = [f"device: {results['device']}; FLOP counter vs XLA: max deviation "
+           f"{100 * results['xla_check_max_deviation']:.2f}%"]
+  for name, c in results["crossovers"].items():
+    line = (f"{name}: note n = {c['note']:,}, FLOP counter {fmt(c['flop_counter'])}, "
+            f"measured {fmt(c['measured'])} (hand-written softmax)")
+    if "measured_fused" in c:
+      line += f", {fmt(c['measured_fused'])} (fused dot_product_attention)"
+    lines.append(line)
+  return lines

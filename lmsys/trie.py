@@ -148,6 +148,10 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, end_tok
   num_rows, width = tokens.shape
   if num_rows and (lengths.min() < 0 or lengths.max() > width):
     raise ValueError(f"lengths must lie in [0, {width}]")
+  if num_rows and width and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+    r = int(np.flatnonzero(((tokens < 0) | (tokens >= vocab_size)).any(1))[0])
+    raise ValueError(f"sequence {r}: tokens must lie in [0, vocab_size={vocab_size})")
+
   # Rows in lexicographic order (column 0 first). Pads hold end_token, which no
   # sequence contains, so rows sharing a prefix are contiguous and, inside a
   # group, the next tokens ascend: the breadth-first numbering below relies on it.
@@ -155,10 +159,6 @@ def build_trie(tokens: np.ndarray, lengths: np.ndarray, vocab_size: int, end_tok
   sorted_len = lengths[order].astype(np.int32)
   chunk_rows = max(1, int(chunk_rows))
   positions = np.arange(width, dtype=np.int32)
-
-  if num_rows and width and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-    r = int(np.flatnonzero(((tokens < 0) | (tokens >= vocab_size)).any(1))[0])
-    raise ValueError(f"sequence {r}: tokens must lie in [0, vocab_size={vocab_size})")
 
   # Pass 1: first[r] = the first depth where sorted row r differs from row r-1
   # (width when identical, 0 for the first row); the padding is checked on the way.

@@ -10,9 +10,10 @@ Every measurement runs in a fresh subprocess (so that one's memory cannot hide
 another's), which first makes its input, then:
   seconds: `timing.benchmark(jit=False)` best of `--repeats` (numpy) or one
     `timing.Stopwatch` run (dict trie);
-  rss_mb: peak resident set during the build minus resident set before it
-    (the kernel's peak is reset first via /proc/self/clear_refs, so the
-    input's making does not count; `peak_reset` says whether that worked);
+  rss_mb: peak resident set during the build minus the resident set before
+    it (freed heap first handed back with malloc_trim, and the kernel's peak
+    reset via /proc/self/clear_refs, so the input's making does not count;
+    `peak_reset` says whether that worked);
   tracemalloc_mb (numpy only, a separate untimed build): tracemalloc's peak of
     traced allocations during the build (numpy reports its buffers to it),
     the input excluded.
@@ -63,7 +64,7 @@ def synthetic(n: int, seed: int = 0, facts_per_subject: int = 5, width: int = 40
   """n sequences `S [SEP] P [SEP] M [SEP]` as (tokens uint16 [n, width] padded with END, lengths).
 
   Subjects: n / facts_per_subject strings of 4-14 chars; predicates: a pool of
-  3,000 strings of 3-8 chars; senses: 70% empty, else one of 5,000 strings of
+  3,000 strings of 3-8 chars (drawn mildly skewed); senses: 70% empty, else one of 5,000 strings of
   2-15 chars, one per subject. Each sequence takes a subject (so a subject has
   ~facts_per_subject sequences) and a predicate; lengths 10-40. Duplicates are
   possible (as in a base) and are merged by the trie. Vectorised, seeded.
@@ -75,7 +76,7 @@ def synthetic(n: int, seed: int = 0, facts_per_subject: int = 5, width: int = 40
   senses, sense_len = _pieces(rng, 5000, 2, 15)
   subject_sense = np.where(rng.random(num_subjects) < 0.7, -1, rng.integers(0, 5000, num_subjects))
   subject = rng.integers(0, num_subjects, n)
-  predicate = (rng.zipf(1.3, n) - 1) % 3000
+  predicate = (3000 * rng.random(n) ** 1.5).astype(np.int64)  # mildly skewed: the top one ~0.5%
   sense = subject_sense[subject]
   out = np.full((n, width), END, np.uint16)
   rows = np.arange(n)[:, None]
@@ -111,6 +112,13 @@ def _rss_bytes():
 
 
 def _reset_peak():
+  """Returns freed heap pages to the system (glibc malloc_trim), so that the resident set before
+  the build holds no reusable free memory, then resets the kernel's peak (VmHWM)."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
   try:
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")
@@ -143,7 +151,8 @@ def measure(kind: str, n: int, repeats: int, data_dir: str | None) -> dict:
                                jit=False, repeats=repeats)
       t = trie.build_trie(tokens, lengths, tok.vocab_size, tok.pad_id)
       out[name] = {"facts": len(base), "real_facts": base.num_real, "distractors": len(base) - base.num_real,
-                   "subjects": len({(f.subject, f.sense) for f in base.facts}),
+                   "entities": len({(f.subject, f.sense) for f in base.facts}),
+                   "subjects": len({f.subject for f in base.facts}),
                    "distinct_sequences": int((t.value >= 0).sum()), "nodes": t.num_nodes,
                    "max_fanout_nonroot": t.max_fanout, "root_fanout": int(t.root_mask.sum()),
                    "mean_length": float(lengths.mean()), "max_length": int(lengths.max()),
@@ -154,13 +163,15 @@ def measure(kind: str, n: int, repeats: int, data_dir: str | None) -> dict:
   if kind == "dict":
     seqs = [tuple(r[:k].tolist()) for r, k in zip(tokens, lengths)]
     del tokens
-    rss0, reset = _rss_bytes(), _reset_peak()
+    reset = _reset_peak()
+    rss0 = _rss_bytes()
     with timing.Stopwatch() as sw:
       d = dict_trie(seqs)
     peak = _peak_rss_bytes()
     return {"seconds": sw.seconds, "rss_mb": (peak - rss0) / 2**20, "peak_reset": reset, "top_level": len(d)}
   build = lambda: trie.build_trie(tokens, lengths, VOCAB, END)
-  rss0, reset = _rss_bytes(), _reset_peak()
+  reset = _reset_peak()
+  rss0 = _rss_bytes()
   with timing.Stopwatch() as first:
     t = build()
   peak = _peak_rss_bytes()

@@ -177,6 +177,23 @@ def test_auto_matches_sklearn_lda_lsqr_auto():
                              rtol=1e-4, atol=1e-4)
 
 
+def test_auto_single_row_class_matches_sklearn():
+  """A class with one row (iflytek has some): its covariance is 0 and its intensity 0, as in sklearn."""
+  import warnings
+  from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+  _, (x, y), (xt, _) = _gaussian(dim=6, num_classes=3, n=200, seed=4)
+  x, y = np.concatenate([x, x[:1] + 1]), np.concatenate([y, [3]])
+  x, xt = (a.astype(np.float32) for a in data.standardize(x, xt))
+  assert logreg.auto_shrinkage(x, y)[3] == 0
+  w, b = logreg.fit_analytic(x, y, shrinkage="auto")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # "Only one sample available"
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x.astype(np.float64), y)
+  np.testing.assert_allclose(_log_softmax(logreg.logits(xt, w, b)), lda.predict_log_proba(xt.astype(np.float64)),
+                             atol=1e-3)
+  _assert_same_fit((w, b), logreg.fit_analytic_streaming(_batches(x, y, [7]), 4, "auto"), xt, logp_atol=1e-4)
+
+
 def test_auto_repairs_the_floor_where_n_is_close_to_d():
   """The failure the fixed floor has on Fashion-MNIST 1k, on data where the Gaussian model holds."""
   problem, (x, y), (xt, yt) = _gaussian(dim=80, num_classes=3, n=120, seed=13, separation=1.0)

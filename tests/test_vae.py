@@ -166,6 +166,44 @@ def test_bernoulli_vae_estimate_matches_grid_integral():
   assert s["iwae_50"] <= np.mean(exact) + 3 * s["iwae_50_se"]
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fast_log_weights_equal_the_straightforward_computation(layers):
+  # __call__ (first encoder once per image, log p(z|x) from the noise, cheaper softplus,
+  # samples in blocks) against reference_log_weights (every density from its formula,
+  # all samples at once), on the same draws: values, gradients, and the k-sample estimate.
+  x = (np.random.default_rng(0).random((7, 30)) < 0.3).astype(np.float32)
+  blocked = vae.make_model(layers, input_size=30, block_rows=40)  # 60 samples: 12 blocks of 5
+  whole = vae.make_model(layers, input_size=30, block_rows=None)
+  assert vae.samples_per_block(60, 7, 40) == 5 and vae.samples_per_block(60, 7, None) == 60
+  params = _init(blocked, x)
+  params = jax.tree.map(lambda p: 3.0 * p, params)  # sharper than at init: log w ~ -100
+  rng = jax.random.key(3)
+
+  def log_w(model, method=None):
+    return jax.jit(lambda p: model.apply({"params": p}, x, rng, 60, method=method))
+  ref = log_w(whole, vae.VAE.reference_log_weights)(params)
+  assert float(jnp.abs(ref).max()) > 50
+  tol = 1e-5 * float(jnp.abs(ref).max())
+  for model in (blocked, whole):
+    np.testing.assert_allclose(log_w(model)(params), ref, rtol=0, atol=tol)
+    # Gradients of the mean log w (an IWAE loss's softmax over log w would amplify their
+    # float32 rounding, ~1e-3 at |log w| ~ 100, into its weights). 1e-4: the reference's
+    # gradient of (z - mean)^2 / var, identically eps^2, is large terms that cancel.
+    grads = jax.jit(jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x, rng, 60))))(params)
+    ref_grads = jax.jit(jax.grad(lambda p: jnp.mean(
+        whole.apply({"params": p}, x, rng, 60, method=vae.VAE.reference_log_weights))))(params)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(g, r, rtol=0, atol=1e-4 * float(jnp.abs(r).max()) + 1e-7)
+
+  def estimate(method):
+    apply = lambda p, xb, r, s: blocked.apply({"params": p}, xb, r, s, method=method)
+    return iwae.make_estimator(apply, 600, 60, (1, 5, 60))(params, x, jax.random.key(4))
+  fast, slow = estimate(None), estimate(vae.VAE.reference_log_weights)
+  for key in slow:
+    scale = 1.0 if key.endswith("_se") or key == "ess" else float(jnp.abs(slow[key]).max())
+    np.testing.assert_allclose(fast[key], slow[key], rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+
+
 def test_two_layer_model_loss_and_gradients():
   model = vae.make_model(2, input_size=20)
   x = (np.random.default_rng(0).random((3, 20)) < 0.3).astype(np.float32)
