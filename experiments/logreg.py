@@ -12,6 +12,14 @@ LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto") uses, which
 rounding; `sklearn_lda` is the unshrunk SVD solver).
 The analytic rule is invariant to that standardisation; MLE by Adam and
 the L2-regularised lbfgs fit are not, and need it to be fair.
+
+Every method is scored from its class logits by the same exact log-softmax
+(scikit-learn's through `decision_function`: its `predict_log_proba` can
+underflow, and the clip at -30 used here until 2026-11-25 capped the log-loss
+of its confident mistakes at 30 nats a row while the analytic rule was not
+capped). A class absent from the training rows in use gets the logit
+(row maximum - 30), for every method alike: it is never predicted, and a test
+row of that class costs ~30 nats.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ def fit_sklearn_logreg(config, x, y, num_classes, **_):
   from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
   model = LogisticRegression(C=config.sklearn.C, max_iter=config.sklearn.max_iter, solver="lbfgs")
   model.fit(x, y)
-  return lambda xs: _full_log_proba(model, xs, num_classes)
+  return lambda xs: _full_logits(model, xs, num_classes)
 
 
 def fit_analytic_auto(config, x, y, num_classes, **kwargs):
@@ -98,7 +106,7 @@ def fit_sklearn_lda(config, x, y, num_classes, **_):
   del config
   from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # pylint: disable=g-import-not-at-top
   model = LinearDiscriminantAnalysis(solver="svd").fit(x, y)
-  return lambda xs: _full_log_proba(model, xs, num_classes)
+  return lambda xs: _full_logits(model, xs, num_classes)
 
 
 def fit_sklearn_lda_auto(config, x, y, num_classes, **_):
@@ -106,15 +114,25 @@ def fit_sklearn_lda_auto(config, x, y, num_classes, **_):
   del config
   from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # pylint: disable=g-import-not-at-top
   model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x, y)
-  return lambda xs: _full_log_proba(model, xs, num_classes)
+  return lambda xs: _full_logits(model, xs, num_classes)
 
 
-def _full_log_proba(model, xs, num_classes):
-  """sklearn's log-probabilities, with classes absent from train at ~0 probability."""
-  out = np.full((len(xs), num_classes), -30.0)
-  with np.errstate(divide="ignore"):  # a probability of exactly 0 is clipped, not an error
-    out[:, model.classes_] = np.maximum(model.predict_log_proba(xs), -30.0)
+def _full_logits(model, xs, num_classes):
+  """sklearn's class logits (decision_function; binary: [0, log-odds]), -inf for classes absent from train."""
+  scores = model.decision_function(xs)
+  if scores.ndim == 1:
+    scores = np.stack([np.zeros_like(scores), scores], axis=1)
+  out = np.full((len(xs), num_classes), -np.inf)
+  out[:, model.classes_] = scores
   return out
+
+
+def _absent_at_minus_30(logits, present):
+  """Logits of classes absent from the training rows -> row maximum - 30 (every method alike)."""
+  logits = np.array(logits, np.float64)
+  if not present.all():
+    logits[:, ~present] = logits[:, present].max(1, keepdims=True) - 30.0
+  return logits
 
 
 def fit_mle(config, x, y, num_classes, *, workdir, writer, name, min_steps=0):
@@ -172,8 +190,9 @@ def run(config, workdir, writer) -> dict:
           predict = FITS[method](config, x, rows["y"], num_classes, workdir=workdir, writer=writer,
                                  name=tag.replace("/", "_"))
         fit_timing = getattr(predict, "timing", {"fit_s": watch.seconds})
-        train_eval = logreg.evaluate(predict(x), rows["y"])
-        test_eval = logreg.evaluate(predict(test_x), test["y"])
+        present = np.bincount(rows["y"], minlength=num_classes) > 0
+        train_eval = logreg.evaluate(_absent_at_minus_30(predict(x), present), rows["y"])
+        test_eval = logreg.evaluate(_absent_at_minus_30(predict(test_x), present), test["y"])
         row[method] = {"n_train": len(rows["y"]), **({"steps": predict.steps} if hasattr(predict, "steps") else {}), "train_acc": train_eval["accuracy"],
                        "test_acc": test_eval["accuracy"], "test_logloss": test_eval["log_loss"],
                        "gap": train_eval["accuracy"] - test_eval["accuracy"], **fit_timing}

@@ -287,8 +287,10 @@ def _causal_linear_attention(phi_q, phi_k, v1, chunk_size, key_offsets=None):
     states = jax.lax.associative_scan(jnp.add, states, axis=2)  # jnp.cumsum: O(N^2) on CPU
   else:
     chunk_max = offsets[..., -1]                                       # P_c: [B, H, N]
-    kc = kc * jnp.exp(offsets - chunk_max[..., None])[..., None, :].astype(kc.dtype)
-    states = _einsum("bhnfj,bhnjd->bhnfd", kc, vc, acc)
+    # Key j's share of its chunk's state, relative to P_c: exp(M_j - P_c) <= 1, applied to the
+    # narrower side of the product ([v, 1], not the F features).
+    rescaled = vc * jnp.exp(offsets - chunk_max[..., None])[..., None].astype(vc.dtype)
+    states = _einsum("bhnfj,bhnjd->bhnfd", kc, rescaled, acc)
     _, states = jax.lax.associative_scan(_rescaled_sum, (chunk_max, states), axis=2)
   states = jnp.pad(states[:, :, :-1], [(0, 0), (0, 0), (1, 0), (0, 0), (0, 0)])
   inter = _einsum("bhnif,bhnfd->bhnid", qc, states.astype(qc.dtype), acc)

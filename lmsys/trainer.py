@@ -120,7 +120,9 @@ def train(config, workdir: str, writer, *,
 
   # -- Optimizer, mesh, state -------------------------------------------------
   tx = make_optimizer(config.optimizer, num_steps)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  # Auto axes: the returned params are plain replicated arrays that any later computation
+  # (evaluation, decoding with a cache) can mix with unsharded inputs.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))

@@ -82,12 +82,19 @@ def test_invariant_to_feature_units_and_robust_when_singular():
   assert np.isfinite(logits).all() and np.mean(logits.argmax(1) == yt) > 0.5
 
 
-def test_absent_class_gets_finite_logits():
+def test_absent_class_is_never_predicted():
+  """An absent class gets probability 0 (logit -inf), and the other classes' rule is the fit without it.
+  (It used to sit at the train mean with the prior of half a sample: a catch-all class.)"""
   _, (x, y), (xt, _) = _gaussian(dim=4, num_classes=3, seed=2)
   keep = y != 1
-  w, b = logreg.fit_analytic(x[keep], y[keep], num_classes=3)
-  logits = np.asarray(logreg.logits(xt, w, b))
-  assert np.isfinite(logits).all() and (logits.argmax(1) != 1).all()
+  for shrinkage in (1e-3, "auto"):
+    w, b = logreg.fit_analytic(x[keep], y[keep], num_classes=3, shrinkage=shrinkage)
+    logits = np.asarray(logreg.logits(xt, w, b))
+    assert np.isneginf(logits[:, 1]).all() and np.isfinite(logits[:, [0, 2]]).all()
+    w2, b2 = logreg.fit_analytic(x[keep], y[keep] // 2, num_classes=2, shrinkage=shrinkage)
+    np.testing.assert_allclose(logits[:, [0, 2]], np.asarray(logreg.logits(xt, w2, b2)), rtol=1e-5, atol=1e-4)
+    evaluated = logreg.evaluate(logits, np.where(np.arange(len(xt)) % 2, 0, 2))
+    assert np.isfinite(evaluated["log_loss"])
 
 
 def test_fit_is_jitted_once_per_shape():
@@ -253,7 +260,7 @@ def test_streaming_absent_class_order_and_purity():
   x, y = x[keep], y[keep]
   for shrinkage in (1e-3, "auto"):
     streamed = logreg.fit_analytic_streaming(_batches(x, y, [50]), 3, shrinkage=shrinkage)
-    assert np.isfinite(np.asarray(streamed[0])).all() and np.isfinite(np.asarray(streamed[1])).all()
+    assert np.isfinite(np.asarray(streamed[0])).all() and np.isneginf(np.asarray(streamed[1])[1])
     _assert_same_fit(logreg.fit_analytic(x, y, 3, shrinkage=shrinkage), streamed, xt, logp_atol=1e-4)
     # Batches in another order (other shifts): the same fit.
     perm = np.random.default_rng(0).permutation(len(y))
