@@ -47,8 +47,13 @@ def _reorder(cache, index):
 
 def beam_search(step_fn: Callable, step_args: Any, cache: Any, *, batch_size: int, beam_size: int,
                 max_length: int, vocab_size: int, bos_id: int, end_id: int, end_count: int = 1,
-                trie: Any = None, bonus_fn: Callable | None = None, bonus_args: Any = None) -> BeamResult:
-  """Beam search over `max_length` steps; `cache` rows are batch-major (row b * K + k)."""
+                trie: Any = None, bonus_fn: Callable | None = None, bonus_args: Any = None,
+                early_stop: bool = True) -> BeamResult:
+  """Beam search over `max_length` steps; `cache` rows are batch-major (row b * K + k).
+
+  early_stop: leave the loop once every hypothesis has ended (False: always run
+  max_length steps, e.g. to compare the cost per step of two settings).
+  """
   if trie is not None:
     from lmsys import trie as trie_lib  # pylint: disable=g-import-not-at-top
   b, k, v = batch_size, beam_size, vocab_size
@@ -68,7 +73,8 @@ def beam_search(step_fn: Callable, step_args: Any, cache: Any, *, batch_size: in
   }
 
   def cond(state):
-    return (state["t"] < max_length) & ~jnp.all(state["ends"] >= end_count)
+    running = state["t"] < max_length
+    return running & ~jnp.all(state["ends"] >= end_count) if early_stop else running
 
   def body(state):
     t = state["t"]

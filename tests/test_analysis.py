@@ -4,6 +4,7 @@ import os
 
 import nbformat
 import numpy as np
+import pytest
 from nbclient import NotebookClient
 
 from experiments import run as run_lib
@@ -41,6 +42,7 @@ def test_load_runs_one_row_per_run(tmp_path):
   assert "results.digits.test_accuracy" in table.columns
 
 
+@pytest.mark.slow
 def test_notebook_executes_on_a_run(tmp_path):
   _make_run(tmp_path / "run")
   nb = nbformat.read(REPO / "experiments" / "notebooks" / "analysis.ipynb", as_version=4)

@@ -41,9 +41,9 @@ def test_config_is_documented_and_validates(name, fixture_data_env):
 
 
 # Smoke configs that read FewCLUE / KgCLUE (squareplus through the char LM of attention_lm).
-NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", pytest.param("squareplus", marks=pytest.mark.xfail(
+NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", pytest.param("squareplus", marks=[pytest.mark.slow, pytest.mark.xfail(
     strict=True, reason="experiments/squareplus.py validates the attention_lm config only inside run(), "
-                        "after the workdir is written and the MLPs are trained"))]
+                        "after the workdir is written and the MLPs are trained")])]
 
 
 @pytest.mark.parametrize("name", NEEDS_TEXT_DATA)
@@ -303,6 +303,7 @@ CONTENT_CHECKS = {"attention_cost": _check_attention_cost, "attention_approx": _
                   "attention_lm": _check_attention_lm, "jl": _check_jl, "squareplus": _check_squareplus}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n not in RUN_ELSEWHERE])
 def test_smoke_run_end_to_end(name, tmp_path, fixture_data_env):
   assert name in CONTENT_CHECKS, f"configs/{name}.py: add a content check of its smoke results here"

@@ -69,6 +69,7 @@ def test_beam_of_one_is_greedy_and_batch_rows_are_independent():
     assert all(int(x) == 0 for x in result.sequences[row, 0, n:])
 
 
+@pytest.mark.slow
 def test_seq2seq_beam_scores_equal_teacher_forced_log_probabilities():
   """The cache is reordered with the beams: each hypothesis' score is its true log-probability."""
   cfg = T.TransformerConfig(num_layers=2, num_heads=2, head_dim=8)

@@ -36,6 +36,7 @@ def test_smoke_run_writes_the_workdir(tmp_path, capsys):
   assert {l["split"] for l in lines} == {"compile", "train", "eval"}
 
 
+@pytest.mark.slow
 def test_resume_allows_more_steps_and_refuses_changed_maths(tmp_path, capsys):
   workdir = tmp_path / "w"
   assert _main(["--config=configs/mlp.py:smoke", f"--workdir={workdir}"]) == 0

@@ -57,6 +57,7 @@ def _wait_for_line(proc, text, timeout):
   return False
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
   args = ["--config=configs/mlp.py:smoke", "--config.train.num_steps=600",
           "--config.train.checkpoint_every=50", "--config.train.eval_every=600",
@@ -97,6 +98,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
   assert steps == list(range(50, 601, 50))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
   args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32",
           "--config.train.num_steps=30", "--config.train.log_every=1"]
@@ -229,6 +231,7 @@ def test_optimizer_matches_optax_chain(name, schedule):
                     optax.GradientTransformation)
 
 
+@pytest.mark.slow
 def test_two_local_hosts_match_one_host(tmp_path):
   """jax.distributed on localhost: 2 processes x 1 device == 1 process x 2 devices."""
   args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32",

@@ -3,6 +3,7 @@
 import logging
 
 import jax
+import pytest
 
 from lmsys import analysis, config as config_lib, metrics
 from lmsys.tasks import classification
@@ -13,6 +14,7 @@ def _train_step_compilations(records):
   return [r for r in records if "Finished XLA compilation of jit(train_step)" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_per_run_including_resume(tmp_path, caplog):
   config = config_lib.load_config_file(str(REPO / "configs" / "mlp.py"), "smoke")
   config.train.num_steps, config.train.log_every = 12, 2

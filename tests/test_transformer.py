@@ -11,6 +11,7 @@ KINDS = [("softmax", {}), ("linear", {"chunk_size": 4}), ("favor", {"num_feature
          ("taylor", {"order": 2, "chunk_size": 4})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,params", KINDS, ids=lambda p: str(p))
 def test_causal_lm_is_causal_and_trains(kind, params):
   model = T.CausalLM(T.TransformerConfig(num_layers=2, num_heads=2, head_dim=4, attention=kind,
@@ -59,6 +60,7 @@ def test_encoder_decoder_layers_cross_attention_and_padding():
   np.testing.assert_allclose(out, out2, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_dropout_and_favor_redraw_follow_flags():
   model = T.CausalLM(T.TransformerConfig(num_layers=1, num_heads=2, head_dim=4, attention="favor",
                                          attention_params={"num_features": 8}, dropout_rate=0.5,
@@ -94,6 +96,7 @@ def test_sinusoidal_positions_and_intermediates():
   assert out.shape == (1, 5, 4) and q.shape == (1, 5, 2, 3) and k.shape == (1, 5, 2, 3)
 
 
+@pytest.mark.slow
 def test_compute_dtype_keeps_float32_params_and_remat_keeps_gradients():
   """bfloat16 compute: float32 parameters and logits, outputs near float32's; remat: same grads."""
   ids = jnp.asarray(np.random.default_rng(3).integers(0, 13, size=(2, 12)), jnp.int32)
@@ -158,6 +161,7 @@ def test_decoder_layer_is_causal(kind, params, cross):
 
 @pytest.mark.parametrize("kind,params", [("softmax", {}), ("linear", {"chunk_size": 4}),
                                          ("favor", {"num_features": 16, "chunk_size": 4})], ids=str)
+@pytest.mark.slow
 def test_seq2seq_incremental_decoding_matches_the_full_forward_pass(kind, params):
   """One position per call with the key/value cache gives the teacher-forced logits."""
   cfg = T.TransformerConfig(num_layers=2, num_heads=2, head_dim=8, attention=kind, attention_params=params)

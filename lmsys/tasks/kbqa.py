@@ -168,16 +168,21 @@ def lookahead_bonus(question_rows, carry, log_probs):
   this is its first step.) Returns the additive change of log p, [B, K, V]."""
   b, k, v = log_probs.shape
   rows = carry["lcs"]                                                  # [B*K, Lq+1]
-  grown = _lcs_extend(rows[:, None, :], question_rows[:, None, :], jnp.arange(v)[None, :])  # [B*K, V, Lq+1]
-  gain = (grown[..., -1] - rows[:, -1:]).astype(jnp.float32).reshape(b, k, v)
+  # Only a token of the question can raise the LCS: extend the DP by each question token
+  # ([B*K, Lq, Lq] work, not [B*K, V, Lq]) and scatter the gains into the vocabulary.
+  grown = _lcs_extend(rows[:, None, :], question_rows[:, None, :], question_rows)   # [B*K, Lq, Lq+1]
+  gain_q = jnp.where(question_rows != 0, grown[..., -1] - rows[:, -1:], 0)
+  gain = jnp.zeros((b * k, v), gain_q.dtype).at[jnp.arange(b * k)[:, None], question_rows].max(gain_q)
+  gain = gain.astype(jnp.float32).reshape(b, k, v)
   after_subject = (carry["seps"] >= 1).reshape(b, k, 1)
   live = log_probs > decoding.NEG_INF / 2
   return jnp.where(after_subject & live, log_probs / (gain + 1.0) - log_probs, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "use_trie", "lookahead", "sep_id", "bos_id"))
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "use_trie", "lookahead", "sep_id", "bos_id",
+                                             "early_stop"))
 def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_trie: bool, lookahead: bool,
-                 sep_id: int, bos_id: int) -> decoding.BeamResult:
+                 sep_id: int, bos_id: int, early_stop: bool = True) -> decoding.BeamResult:
   """Best-first beams of one batch of questions [B, Ls], jitted end to end."""
   batch = source.shape[0]
   encoded = model.apply({"params": params}, source, method=Seq2Seq.encode)
@@ -201,7 +206,8 @@ def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_tr
                               max_length=model.max_target_length, vocab_size=model.vocab_size,
                               bos_id=bos_id, end_id=sep_id, end_count=3,
                               trie=trie if use_trie else None,
-                              bonus_fn=lookahead_bonus if lookahead else None, bonus_args=question_rows)
+                              bonus_fn=lookahead_bonus if lookahead else None, bonus_args=question_rows,
+                              early_stop=early_stop)
 
 
 def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constrained: bool,
