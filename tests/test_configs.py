@@ -41,7 +41,7 @@ def test_config_is_documented_and_validates(name, fixture_data_env):
 
 
 # Smoke configs that read FewCLUE / KgCLUE (squareplus through the char LM of attention_lm).
-NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", pytest.param("squareplus", marks=[pytest.mark.slow, pytest.mark.xfail(
+NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", "kgclue", pytest.param("squareplus", marks=[pytest.mark.slow, pytest.mark.xfail(
     strict=True, reason="experiments/squareplus.py validates the attention_lm config only inside run(), "
                         "after the workdir is written and the MLPs are trained")])]
 
@@ -299,8 +299,33 @@ def _check_squareplus(results, c):
     _check_lm_runs(result, lm_config, c.attention_lm.num_steps, c.attention_lm.kinds, c.attention_lm.contexts)
 
 
+def _check_kgclue(results, c):
+  assert results["order"] == c.data.order and results["eval_split"] == c.data.eval_split
+  assert results["train_steps"] == c.train.num_steps
+  assert 0 <= results["train_token_accuracy"] <= 1
+  base = results["base"]
+  # The base holds the facts of every KgCLUE split file present (here the fixture's) + distractors.
+  assert 0 < base["real_facts"] <= sum(fixture_data.KGCLUE_LINES.values())
+  assert base["facts"] == base["real_facts"] + base["distractors"]
+  assert (base["distractors"] > 0) == bool(c.data.distractors or c.data.sense_distractors)
+  assert base["vocab_size"] > 4
+  rows = results["decode"]
+  assert sorted(rows) == sorted(c.decode.runs)  # one row per decoding run
+  examples = fixture_data.KGCLUE_LINES[c.data.eval_split]
+  for name, row in rows.items():
+    beam, constrained, lookahead, distractors = c.decode.runs[name]
+    assert (row["beam"], row["constrained"], row["lookahead"], row["distractors"]) == (
+        beam, constrained, lookahead, distractors)
+    assert row["examples"] == (min(examples, c.data.eval_limit) if c.data.eval_limit else examples)
+    assert 0 <= row["em"] <= row["f1"] + 1e-12 <= 1 + 1e-12, row  # an exact match has F1 1
+    assert 0 <= row["fact_rate"] <= 1 and row["seconds"] > 0
+    if constrained:  # the trie admits facts of the base only
+      assert row["fact_rate"] == 1.0, (name, row)
+
+
 CONTENT_CHECKS = {"attention_cost": _check_attention_cost, "attention_approx": _check_attention_approx,
-                  "attention_lm": _check_attention_lm, "jl": _check_jl, "squareplus": _check_squareplus}
+                  "attention_lm": _check_attention_lm, "jl": _check_jl, "squareplus": _check_squareplus,
+                  "kgclue": _check_kgclue}
 
 
 @pytest.mark.slow
