@@ -7,7 +7,7 @@ KgCLUE split file present + distractors), with and without the note's look-ahead
 answer is the decoded fact's object O. EM / F1 on O on data.eval_split. Results:
 docs/results/kgclue.md. Needs $LMSYS_DATA_DIR with kgclue/ and vocab/ (README: 'Real data').
 
-  python -m experiments.run --config configs/kgclue.py --workdir runs/kgclue          # ~1 h on 2 CPU cores
+  python -m experiments.run --config configs/kgclue.py --workdir runs/kgclue          # ~1 h on 2 CPU cores (shared)
   python -m experiments.run --config configs/kgclue.py:smoke --workdir /tmp/kgclue     # seconds
   python -m experiments.run --config configs/kgclue.py --config.data.eval_split=test_public
 """
@@ -44,7 +44,7 @@ def get_config(arg=None):
             "constrained_lookahead_b5": (5, True, True, True),
             "constrained_b5_no_distractors": (5, True, False, False)}))
 
-  c.train = config_lib.train_defaults(num_steps=4000, batch_size=64, log_every=100, eval_every=2000,
+  c.train = config_lib.train_defaults(num_steps=3000, batch_size=64, log_every=100, eval_every=2000,
                                       checkpoint_every=1000)
   c.optimizer = config_lib.optimizer_defaults(name="adamw", learning_rate=1e-3, schedule="cosine",
                                               warmup_steps=300, weight_decay=0.01, grad_clip_norm=1.0)
