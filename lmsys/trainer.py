@@ -117,6 +117,8 @@ def train(config, workdir: str, writer, *,
   """Trains params from `init_fn` on `loss_fn`; resumes from `workdir/checkpoints`."""
   tc = config.train
   num_steps = tc.num_steps
+  # Plain ints: the loop reads them every step, and a ConfigDict lookup is not free.
+  log_every, eval_every, checkpoint_every = int(tc.log_every), int(tc.eval_every), int(tc.checkpoint_every)
 
   # -- Optimizer, mesh, state -------------------------------------------------
   tx = make_optimizer(config.optimizer, num_steps)
@@ -152,7 +154,12 @@ def train(config, workdir: str, writer, *,
         "step": step + 1,
         "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
     }
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    # The logged values are those of the logged step itself; the gradient norm (a
+    # reduction over every parameter) is only worth its cost on the steps that log it.
+    logs = ((step + 1) % log_every == 0) | (step + 1 == num_steps)
+    grad_norm = jax.lax.cond(logs, lambda g: optax.tree.norm(g).astype(jnp.float32),
+                             lambda g: jnp.zeros((), jnp.float32), grads)
+    metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
     return new_state, metrics
 
   update = jax.jit(train_step, in_shardings=(state_shardings, data_sharding),
@@ -221,19 +228,19 @@ def train(config, workdir: str, writer, *,
     else:
       timed_steps += 1
     is_last = done == num_steps
-    if done % tc.log_every == 0 or is_last:
+    if done % log_every == 0 or is_last:
       check_finite(state)
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       rate = timed_steps / (time.perf_counter() - t0 - paused) if timed_steps else float("nan")
       writer.write(done, _write_split(name, "train"), train_metrics, steps_per_second=rate)
       bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
-    if eval_fn is not None and (done % tc.eval_every == 0 or is_last):
+    if eval_fn is not None and (done % eval_every == 0 or is_last):
       check_finite(state)
       pause_start = time.perf_counter()
       eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
       writer.write(done, _write_split(name, "eval"), eval_metrics)
       paused += time.perf_counter() - pause_start
-    if done % tc.checkpoint_every == 0 or is_last:
+    if done % checkpoint_every == 0 or is_last:
       check_finite(state)
       pause_start = time.perf_counter()
       checkpoint.save(mngr, done, state, meta)

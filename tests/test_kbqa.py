@@ -30,6 +30,7 @@ def test_lcs_rows_extend_like_the_dynamic_programme():
     assert int(rows[0, -1]) == want
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_steps", [0, 30], ids=["random_model", "trained_model"])
 def test_every_constrained_output_is_a_fact_of_the_base(fixture_data_env, train_steps, tmp_path):
   config = config_lib.load_config_file(str(REPO / "configs" / "kgclue.py"), "smoke")
