@@ -30,6 +30,13 @@ def validate(config) -> None:
       c = mlp_config(config, act, seed)
       trainer.validate_config(c)
       classification.check_data(c, c.data.name)
+  configs = lm_configs(config)
+  for c in (configs.values() if isinstance(configs, dict) else ()):
+    trainer.validate_config(c)
+    try:  # files only; the corpus is read by run()
+      text_lm.check_available(c.data.data_dir or None)
+    except ConfigError as e:
+      raise ConfigError(f"config key 'attention_lm' ({config.attention_lm.config}): {e}") from None
 
 
 def mlp_config(config, activation: str, seed: int):
@@ -66,19 +73,18 @@ def text_lm_corpus(c, corpora: dict):
   return corpora[key]
 
 
-def run_attention_lm(config, workdir):
-  """The char LM of configs/attention_lm.py per FFN activation, or why it was not run."""
+def lm_configs(config):
+  """{activation: the char-LM config to train} from configs/attention_lm.py, or a reason to skip."""
   cfg = config.attention_lm
-  corpora = {}
   if not cfg.activations:
-    return {"skipped": "no activations configured"}
+    return "no activations configured"
   if not os.path.isfile(cfg.config):
-    return {"skipped": f"{cfg.config} does not exist"}
-  rows = {}
+    return f"{cfg.config} does not exist"
+  out = {}
   for act in cfg.activations:
     c = load_config_file(cfg.config, cfg.variant or None)
     if get(c, "model.activation") is None:
-      return {"skipped": f"{cfg.config} has no model.activation key"}
+      return f"{cfg.config} has no model.activation key"
     c.model.activation = act
     c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = cfg.num_steps
     if get(c, "kinds") is not None:
@@ -89,11 +95,20 @@ def run_attention_lm(config, workdir):
     if get(c, "contexts") is not None:
       c.contexts = tuple(cfg.contexts)
     c.train.progress_bar = False
-    trainer.validate_config(c)
-    text_lm.check_available(c.data.data_dir or None)
     for name, spec in c.kinds.items():
       if spec.get("kind") not in attention.KINDS:
         raise ConfigError(f"{cfg.config}: kinds.{name}.kind {spec.get('kind')!r} is not an attention kind")
+    out[act] = c
+  return out
+
+
+def run_attention_lm(config, workdir):
+  """The char LM of configs/attention_lm.py per FFN activation, or why it was not run."""
+  configs = lm_configs(config)
+  if isinstance(configs, str):
+    return {"skipped": configs}
+  rows, corpora = {}, {}
+  for act, c in configs.items():
     subdir = os.path.join(workdir, "attention_lm", act)
     with metrics.Writer(subdir) as sub_writer:
       result = lm.train_every_kind(c, subdir, sub_writer, text_lm_corpus(c, corpora), log=None)

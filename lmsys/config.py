@@ -93,7 +93,7 @@ def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.schedule = "constant"   # or "cosine" (decays to 0 at train.num_steps)
   c.warmup_steps = 0
-  c.weight_decay = 0.0      # decoupled (AdamW-style) where the optimizer takes it
+  c.weight_decay = 0.0      # decoupled where the optimizer takes it (adamw), else L2 on the gradient
   c.grad_clip_norm = 0.0    # 0 = no clipping
   c.kwargs = ml_collections.ConfigDict()  # extra keyword arguments (b1, momentum, ...)
   c.update(overrides)

@@ -95,7 +95,8 @@ def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
   if weight_decay and "weight_decay" in inspect.signature(factory).parameters:
     kwargs["weight_decay"] = weight_decay
   elif weight_decay:
-    # Decoupled decay, scaled by the learning rate like AdamW.
+    # Optimizers without a weight_decay argument (adam, sgd, ...): L2 decay added to the
+    # gradient before the optimizer (coupled, not AdamW-style; use adamw for decoupled decay).
     chain.append(optax.add_decayed_weights(weight_decay))
   chain.append(factory(learning_rate=lr, **kwargs))
   return optax.chain(*chain) if len(chain) > 1 else chain[0]

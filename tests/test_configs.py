@@ -41,9 +41,7 @@ def test_config_is_documented_and_validates(name, fixture_data_env):
 
 
 # Smoke configs that read FewCLUE / KgCLUE (squareplus through the char LM of attention_lm).
-NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", "kgclue", pytest.param("squareplus", marks=[pytest.mark.slow, pytest.mark.xfail(
-    strict=True, reason="experiments/squareplus.py validates the attention_lm config only inside run(), "
-                        "after the workdir is written and the MLPs are trained")])]
+NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", "kgclue", "squareplus"]
 
 
 @pytest.mark.parametrize("name", NEEDS_TEXT_DATA)
