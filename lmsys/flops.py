@@ -20,8 +20,10 @@ an activation costs what XLA's expansion of it costs (gelu's erf is a
 polynomial of 64 flops per element on CPU). These smaller terms are estimates
 (within a few percent of XLA for every kind tested in tests/test_attention.py).
 
-XLA counts the body of a while loop once, so causal linear attention (a
-lax.scan over chunks) can only be checked against XLA with a single chunk.
+Causal linear attention is chunk-parallel (no loop): masked C x C products
+inside each chunk of C positions, every chunk's state phi(K)^T [V, 1] at once,
+an exclusive prefix over chunks and one batched product with phi(Q), so XLA's
+count covers all of it and the counter is checked against it with many chunks.
 """
 
 from __future__ import annotations
@@ -90,14 +92,15 @@ def attention_core_flops(n, num_heads, head_dim, kind="softmax", *, causal=False
   else:
     raise ValueError(f"unknown attention kind {kind!r}")
   if not causal:
-    # mask, phi(k)^T v, sum phi(k), phi(q) kv, phi(q) z, divide
-    per_head = features + f + 2 * f * d + f + 2 * f * d + 2 * f + d
+    # phi(k)^T [v, 1] and phi(q) times it (the normaliser rides as an extra value column), divide
+    per_head = features + 4 * f * (d + 1) + d + 1
   else:
     c = min(chunk_size, n)
     chunks = math.ceil(n / c)
-    intra = 2 * c * f + c + 2 * c * d + c             # scores, tril, A v, row sums
-    inter = 2 * f * d + 2 * f + (chunks - 1) / chunks * (2 * f * d + f)  # read state; update it
-    per_head = features + f + intra + inter + d + 1 + d  # mask, ..., add, add, divide
+    intra = 2 * c * f + c + 2 * c * (d + 1)           # scores, causal mask, scores [v, 1]
+    # every chunk's state, the prefix over chunks, phi(q) times the state before its chunk
+    inter = 4 * f * (d + 1) + 2 * f * (d + 1) / c + (d + 1) if chunks > 1 else 0.0
+    per_head = features + intra + inter + d + 1
   return batch * n * num_heads * per_head
 
 

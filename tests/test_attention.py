@@ -12,6 +12,7 @@ from jax import enable_x64  # a context manager in jax >= 0.8
 from lmsys import attention as A
 from lmsys import flops
 from lmsys import timing
+from tests.conftest import cpu_only
 from lmsys.models import transformer as T
 
 # favor's draw (the rng path) is tested once below; elsewhere a fixed
@@ -206,6 +207,7 @@ def _xla_flops(f, *args):
     ("linear", {"feature_map": "relu"}, False), ("favor", {"num_features": 64}, False),
     ("linear", {"chunk_size": 64}, True),    # chunk-parallel, no loop: XLA counts every chunk
 ])
+@cpu_only
 def test_flop_counter_matches_xla_core(kind, params, causal):
   n, h, d = 256, 4, 32
   x = jnp.ones((1, n, h, d))
@@ -218,6 +220,7 @@ def test_flop_counter_matches_xla_core(kind, params, causal):
 
 
 @pytest.mark.parametrize("n,activation,kind", [(128, "gelu", "softmax"), (512, "relu", "linear")])
+@cpu_only
 def test_flop_counter_matches_xla_layer(n, activation, kind):
   h, d = 4, 32
   layer = T.EncoderLayer(T.TransformerConfig(num_heads=h, head_dim=d, attention=kind,
