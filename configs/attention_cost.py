@@ -3,9 +3,11 @@
 An analytic multiplication / FLOP counter (lmsys.flops) for a BERT-base layer
 (h=12, d=64, FFN 4x), checked against XLA's cost analysis of the compiled
 flax EncoderLayer, and measured times (batch 1, float32) of the attention
-sub-layer, its n^2 core, the FFN and the whole layer for n from 128 to 16,384,
-plus linear attention with 4x the head size. Reports the crossovers the note
-predicts (n > 2hd, n > 6hd, n > 16d) against the measured ones.
+sub-layer, its n^2 core (both the fused jax.nn.dot_product_attention that
+`attend` runs and the hand-written reference), the FFN and the whole layer for
+n from 128 to 16,384, plus linear attention with 4x the head size. Reports the
+crossovers the note predicts (n > 2hd, n > 6hd, n > 16d) against the measured
+ones, for both softmax kernels. Results: docs/results/attention_cost.md.
 
   python -m experiments.run --config configs/attention_cost.py --workdir runs/attention_cost   # ~5-10 min, 2 cores
   python -m experiments.run --config configs/attention_cost.py:smoke --workdir /tmp/acost      # seconds
