@@ -44,10 +44,9 @@ def run(config, workdir, writer) -> dict:
       objects, facts = kbqa.predict(model, result.params, data, split, beam_size=beam, constrained=constrained,
                                     lookahead=lookahead, distractors=distractors,
                                     batch_size=config.decode.batch_size)
-    base = data.base if distractors else data.base.without_distractors()
     row = kbqa.score_answers(objects, golds)
     row.update(beam=beam, constrained=constrained, lookahead=lookahead, distractors=distractors,
-               fact_rate=float(np.mean([f is not None and base.index(f[0], f[1], f[2]) is not None for f in facts])),
+               fact_rate=float(np.mean([f is not None for f in facts])),
                seconds=watch.seconds, examples=len(golds))
     rows[name] = row
     writer.write(result.step, f"decode/{name}", row)

@@ -79,8 +79,19 @@ class KbqaData:
     return {"source": source, "target": target}
 
   def trie(self, distractors: bool) -> trie_lib.TrieArrays:
-    base = self.base if distractors else self.base.without_distractors()
-    return kgclue.build_base_trie(base, self.tokenizer, self.order)
+    return kgclue.build_base_trie(self.facts_base(distractors), self.tokenizer, self.order)
+
+  def facts_base(self, distractors: bool) -> kgclue.KgBase:
+    return self.base if distractors else self.base.without_distractors()
+
+  def target_index(self, distractors: bool) -> dict[tuple[int, ...], int]:
+    """Token ids of a target -> the index of its fact in facts_base (the first, where two facts'
+    targets tokenise alike). Decoded ids are matched as ids: the text of a decoded target is
+    not always the fact's text (BERT lowercases letters and has no token for a few characters)."""
+    index = {}
+    for i, fact in enumerate(self.facts_base(distractors).facts):
+      index.setdefault(tuple(self.tokenizer.encode_target(fact, self.order)), i)
+    return index
 
 
 def compact_tokenizer(texts, bert: kgclue.CharTokenizer) -> kgclue.CharTokenizer:
@@ -212,7 +223,8 @@ def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_tr
 
 def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constrained: bool,
             lookahead: bool, distractors: bool = True, batch_size: int = 16, progress: bool = False):
-  """Predicted objects (and facts) for every example of `split`: (objects, parsed (S, P, M) or None)."""
+  """(objects, facts) predicted for every example of `split`: the decoded fact of the base
+  (a `kgclue.Fact`) and its object, or None and "" where the best hypothesis is not a fact."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
   arrays = data.arrays(split, model.max_source_length, model.max_target_length)
   trie = trie_lib.to_device(data.trie(distractors)) if constrained else None
@@ -225,11 +237,15 @@ def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constr
     return {"best": np.asarray(result.sequences[:, 0]), "finished": np.asarray(result.finished[:, 0])}
 
   out = data_lib.map_batches(run, {"source": arrays["source"]}, min(batch_size, len(arrays["source"])))
+  index = data.target_index(distractors)
   objects, facts = [], []
   for ids, finished in zip(out["best"], out["finished"]):
-    parsed = tok.decode_target(ids, data.order) if finished else None
-    facts.append(parsed)
-    objects.append((base.lookup(*parsed) or "") if parsed else "")
+    ids = [int(i) for i in ids]
+    ends = [j for j, i in enumerate(ids) if i == tok.sep_id]
+    found = index.get(tuple(ids[:ends[2] + 1])) if finished and len(ends) >= 3 else None
+    fact = base.facts[found] if found is not None else None
+    facts.append(fact)
+    objects.append(fact.object if fact is not None else "")
   return objects, facts
 
 
