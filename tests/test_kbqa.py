@@ -25,7 +25,7 @@ def test_lcs_rows_extend_like_the_dynamic_programme():
     text = rng.integers(1, 5, size=6)
     rows = jnp.zeros((1, 8), jnp.int32)
     for tok in text:
-      rows = kbqa._lcs_extend(rows, jnp.asarray(q)[None], jnp.asarray([tok]))
+      rows = kbqa.lcs_extend(rows, jnp.asarray(q)[None], jnp.asarray([tok]))
     want = kbqa.lcs_length("".join(map(chr, 65 + text)), "".join(map(chr, 65 + q)))
     assert int(rows[0, -1]) == want
 
@@ -71,7 +71,7 @@ def test_lookahead_bonus_is_log_p_over_one_plus_the_lcs_gain():
   rows = jnp.zeros((b * k, lq + 1), jnp.int32)
   for i, prefix in enumerate(prefixes):
     for tok in prefix:
-      rows = rows.at[i].set(kbqa._lcs_extend(rows[i:i + 1], question[i:i + 1], jnp.asarray([tok]))[0])
+      rows = rows.at[i].set(kbqa.lcs_extend(rows[i:i + 1], question[i:i + 1], jnp.asarray([tok]))[0])
   seps = jnp.asarray([0, 1, 2, 1, 1, 0])
   log_probs = jnp.asarray(np.log(rng.dirichlet(np.ones(v), size=(b, k))), jnp.float32)
   bonus = kbqa.lookahead_bonus(question, {"lcs": rows, "seps": seps}, log_probs)

@@ -162,7 +162,7 @@ def train(config, workdir, writer, data: KbqaData, eval_fn=None):
 
 # ---------------------------------------------------------------- decoding
 
-def _lcs_extend(rows, question, tokens):
+def lcs_extend(rows, question, tokens):
   """LCS DP rows [N, Lq+1] against the question [N, Lq] after appending tokens [N]:
   new[j] = max(new[j-1], row[j], row[j-1] + [q_j == token]) = cummax_j max(row[j], row[j-1] + eq_j)."""
   eq = question == tokens[..., None]
@@ -181,7 +181,7 @@ def lookahead_bonus(question_rows, carry, log_probs):
   rows = carry["lcs"]                                                  # [B*K, Lq+1]
   # Only a token of the question can raise the LCS: extend the DP by each question token
   # ([B*K, Lq, Lq] work, not [B*K, V, Lq]) and scatter the gains into the vocabulary.
-  grown = _lcs_extend(rows[:, None, :], question_rows[:, None, :], question_rows)   # [B*K, Lq, Lq+1]
+  grown = lcs_extend(rows[:, None, :], question_rows[:, None, :], question_rows)   # [B*K, Lq, Lq+1]
   gain_q = jnp.where(question_rows != 0, grown[..., -1] - rows[:, -1:], 0)
   gain = jnp.zeros((b * k, v), gain_q.dtype).at[jnp.arange(b * k)[:, None], question_rows].max(gain_q)
   gain = gain.astype(jnp.float32).reshape(b, k, v)
@@ -209,7 +209,7 @@ def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_tr
                                 decode=True, position=t, method=Seq2Seq.decode, mutable=["cache"])
     last = tokens[:, 0]
     counts = (carry["seps"] >= 1) & (last != sep_id) & (last != 0) & (t > 0)  # predicate/sense characters
-    lcs = jnp.where(counts[:, None], _lcs_extend(carry["lcs"], question_rows, last), carry["lcs"])
+    lcs = jnp.where(counts[:, None], lcs_extend(carry["lcs"], question_rows, last), carry["lcs"])
     seps = carry["seps"] + ((last == sep_id) & (t > 0))
     return logits[:, 0], {"cache": state["cache"], "lcs": lcs, "seps": seps}
 
