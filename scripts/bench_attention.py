@@ -28,17 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-from lmsys import attention as A  # pylint: disable=g-import-not-at-top
-from lmsys import timing  # pylint: disable=g-import-not-at-top
+from lmsys import attention as A
+from lmsys import timing
 
 
 def kernels(on_gpu: bool, chunk: int | None):
@@ -164,9 +159,9 @@ def main(argv=None):
             row["skipped"] = f"needs {temp / 2**30:.1f} GiB temp > {args.max_temp_gb} GiB"
           else:
             try:
-              start = time.perf_counter()
-              row.update(measure(fn, qkv, args.target_seconds, args.max_repeats, name in backward))
-              row["wall"] = time.perf_counter() - start
+              with timing.Stopwatch() as watch:
+                row.update(measure(fn, qkv, args.target_seconds, args.max_repeats, name in backward))
+              row["wall"] = watch.seconds
               if row["seconds"] > args.max_seconds / 4:
                 slow.add((name, causal))
             except Exception as e:  # pylint: disable=broad-except
