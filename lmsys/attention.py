@@ -405,24 +405,25 @@ def favor_attention(q, k, v, *, causal=False, mask=None, rng=None, num_features=
                                         chunk_size=chunk_size, key_offsets=key_offsets)
 
 
+def _exp_feature_attention(features, q, k, v, scale, causal, mask, chunk_size):
+  """Linear attention whose features estimate exp(q.k * scale): q, k each scaled by scale^(1/2)."""
+  root = math.sqrt(_default_scale(q, scale))
+  return linear_attention_from_features(features(q * root), features(k * root), v, causal=causal,
+                                        mask=mask, chunk_size=chunk_size)
+
+
 def taylor_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
                      chunk_size=None):
   """Order-P Taylor features of exp (dimension sum_m D^m: small D and P only)."""
   del rng
-  root = math.sqrt(_default_scale(q, scale))
-  return linear_attention_from_features(
-      taylor_features(q * root, order), taylor_features(k * root, order), v,
-      causal=causal, mask=mask, chunk_size=chunk_size)
+  return _exp_feature_attention(lambda x: taylor_features(x, order), q, k, v, scale, causal, mask, chunk_size)
 
 
 def limit_attention(q, k, v, *, causal=False, mask=None, rng=None, order=2, scale=None,
                     chunk_size=None):
   """(1 + q.k/P)^P features (dimension (D+1)^P: small D and P only)."""
   del rng
-  root = math.sqrt(_default_scale(q, scale))
-  return linear_attention_from_features(
-      limit_features(q * root, order), limit_features(k * root, order), v,
-      causal=causal, mask=mask, chunk_size=chunk_size)
+  return _exp_feature_attention(lambda x: limit_features(x, order), q, k, v, scale, causal, mask, chunk_size)
 
 
 _ATTEND = {
