@@ -40,7 +40,8 @@ def _errors(q, k, v, causal, kind, **params):
   output_err = jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)
   normaliser = jnp.where(allowed, approx_k, 0).sum(-1)
   # Fractions over the visible (query, key) pairs only: a causal run's masked half is not a pair.
-  negative = jnp.where(allowed, approx_k < 0, False).sum() / (allowed.sum() * approx_k.size / allowed.size)
+  visible_pairs = float(allowed.sum()) * (approx_k.size // allowed.size)  # float: n^2 * B * H overflows int32
+  negative = float(jnp.where(allowed, approx_k < 0, False).sum()) / visible_pairs
   return {"kernel_rel_error": float(kernel_err), "output_rel_error": float(output_err),
           "negative_kernel_fraction": float(negative),
           "negative_normaliser_fraction": float((normaliser <= 0).mean())}
