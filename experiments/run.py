@@ -7,8 +7,9 @@
 optionally `summary(results) -> [lines]`: the note's claims with the measured
 numbers, printed under the results table and kept as `summary.txt`. Bad input is
 reported as one line naming the bad thing, with exit code 2, before any
-compute and before anything is written. Running the same command on an
-existing workdir resumes it (the config may change only `train.num_steps` and
+compute and before anything is written. One run writes a workdir at a time
+(a lock file naming its host and pid; a second run is refused with exit 2).
+Running the same command on an existing workdir resumes it (the config may change only `train.num_steps` and
 logging/checkpoint cadence).
 """
 
@@ -27,6 +28,7 @@ from ml_collections import config_flags
 from lmsys import config as config_lib
 from lmsys import metrics as metrics_lib
 from lmsys.config import ConfigError
+from lmsys.workdir_lock import WorkdirLock
 
 
 def parse_args(argv: list[str]):
@@ -156,8 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
   primary = jax.process_index() == 0
-  if primary:
+  lock = WorkdirLock(workdir)
+  if primary:  # one writer per workdir: process 0 holds the lock for every host
     os.makedirs(workdir, exist_ok=True)
+    try:
+      lock.acquire()
+    except ConfigError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  try:
+    return _run(module, config, config_json, workdir, primary)
+  finally:
+    lock.release()
+
+
+def _run(module, config, config_json, workdir, primary) -> int:
+  if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
     print(f"workdir: {workdir}", flush=True)
   with metrics_lib.Writer(workdir, enabled=primary) as writer:
@@ -180,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
       print("\n" + text)
     print(f"workdir: {workdir}")
   return 0
-
 
 if __name__ == "__main__":
   initialize_distributed()

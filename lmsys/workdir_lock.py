@@ -1,0 +1,80 @@
+"""One writer per workdir: a lock file naming the host and process that hold it.
+
+Two runs writing one workdir interleave their metrics and race each other's
+checkpoint saves. The runner takes this lock before it writes anything (on
+multi-host runs, process 0 holds it for all) and releases it at exit. A lock
+left by a process that no longer exists on this host is stale and taken over;
+a lock held by another host cannot be checked from here and is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+from lmsys.config import ConfigError
+
+LOCK_NAME = "LOCK"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # exists, owned by someone else
+    return True
+  return True
+
+
+def _read(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+class WorkdirLock:
+  """`with WorkdirLock(workdir): ...` or acquire() / release(); acquire raises ConfigError."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_NAME)
+    self.held = False
+
+  def acquire(self) -> "WorkdirLock":
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):  # a second try after taking over a stale lock
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = _read(self.path)
+        stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
+            and not _alive(holder["pid"])
+        if stale:
+          os.remove(self.path)
+          continue
+        raise ConfigError(
+            f"workdir {os.path.dirname(self.path)!r} is in use by pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')} since {holder.get('since', '?')} (lock file {self.path}; "
+            f"delete it only if that run is gone)") from None
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      self.held = True
+      return self
+    raise ConfigError(f"could not take the lock {self.path}")
+
+  def release(self) -> None:
+    if self.held:
+      holder = _read(self.path)
+      if holder.get("pid") == os.getpid():
+        os.remove(self.path)
+      self.held = False
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc):
+    self.release()
