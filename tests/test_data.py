@@ -262,3 +262,19 @@ def test_check_available_is_cheap_and_names_what_is_missing(tmp_path):
     data.check_available("tfds/absent", str(tmp_path))
   with pytest.raises(ConfigError, match="unknown dataset"):
     data.check_available("mnist_typo")
+
+
+def test_a_malformed_fewclue_line_is_one_error_naming_file_and_line(tmp_path):
+  """Bad data: the loader names the file and the line (not a raw JSONDecodeError traceback)."""
+  from tests import fixture_data
+  root = tmp_path / "data"
+  fixture_data.write_fixture_data(root)
+  path = root / "fewclue" / "eprstmt" / "dev_few_all.json"
+  lines = path.read_text(encoding="utf-8").splitlines()
+  lines[2] = lines[2][:-5]  # cut a record in half
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  with pytest.raises(ConfigError, match=r"dev_few_all\.json, line 3: malformed record"):
+    data.load_fewclue("eprstmt", "dev_few_all", str(root))
+  (root / "fewclue" / "eprstmt" / "train_few_all.json").write_bytes(b"\xff\xfe not utf-8\n")
+  with pytest.raises(ConfigError, match=r"train_few_all\.json, line 1: malformed record"):
+    data.load_fewclue("eprstmt", "train_few_all", str(root))
