@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from lmsys import kgclue, metrics, timing, trainer
@@ -17,9 +19,11 @@ def validate(config) -> None:
   kgclue.check_order(config.data.order)
   try:  # files only: nothing is read here
     splits = kgclue.available_splits(config.data.data_dir or None)
-    kgclue.vocab_path(config.data.data_dir or None)
+    vocab = config.data.vocab_path or kgclue.vocab_path(config.data.data_dir or None)
   except ConfigError as e:
     raise ConfigError(f"config key 'data.data_dir': {e}") from None
+  if not os.path.isfile(vocab):
+    raise ConfigError(f"config key 'data.vocab_path': vocabulary file not found: {vocab!r}")
   for key in ("train_split", "eval_split"):
     if config.data[key] not in splits:
       raise ConfigError(f"config key 'data.{key}': no {config.data[key]}.json in kgclue/ (have: {', '.join(splits)})")

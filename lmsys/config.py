@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from typing import Any, Iterable
+from typing import Any
 
 import ml_collections
 
@@ -136,25 +136,11 @@ def require(config, key: str) -> Any:
   return value
 
 
-def check_choice(config, key: str, choices: Iterable[str]) -> str:
-  value = require(config, key)
-  choices = list(choices)
-  if value not in choices:
-    raise ConfigError(f"config key '{key}': unknown value {value!r} (known: {', '.join(map(str, choices))})")
-  return value
-
-
 def check_positive_int(config, key: str) -> int:
   value = require(config, key)
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise ConfigError(f"config key '{key}': expected a positive integer, got {value!r}")
   return value
-
-
-def check_dir(path: str | None, key: str) -> str:
-  if not path or not os.path.isdir(path):
-    raise ConfigError(f"config key '{key}': data directory does not exist: {path!r}")
-  return path
 
 
 def data_dir(config=None, key: str = "data.data_dir") -> str | None:

@@ -41,7 +41,9 @@ class BeamResult(NamedTuple):
   finished: jax.Array    # [B, K] bool: the hypothesis reached end_count end tokens
 
 
-def _reorder(cache, index):
+def reorder_cache(cache, index):
+  """The cache of rows `index` (the beams that survive a step): every array with a batch axis
+  first is gathered; scalars (step counters all rows share) are kept."""
   return jax.tree.map(lambda c: c[index] if getattr(c, "ndim", 0) else c, cache)
 
 
@@ -104,7 +106,7 @@ def beam_search(step_fn: Callable, step_args: Any, cache: Any, *, batch_size: in
                         .reshape(b, k))
     lengths = jnp.where(was_done, gather(state["lengths"]), t + 1)
     return {"t": t + 1, "sequences": sequences, "scores": top_scores, "ends": ends, "lengths": lengths,
-            "last": jnp.where(was_done, 0, token), "nodes": nodes, "cache": _reorder(cache, flat)}
+            "last": jnp.where(was_done, 0, token), "nodes": nodes, "cache": reorder_cache(cache, flat)}
 
   state = jax.lax.while_loop(cond, body, state)
   # Dead hypotheses (a masked token was all that was left, or padding slots of a

@@ -49,11 +49,6 @@ class TrainResult:
   steps_per_second: float
 
 
-# Kept for callers of the old names; configs use lmsys.config (no jax import).
-default_train_config = config_lib.train_defaults
-default_optimizer_config = config_lib.optimizer_defaults
-
-
 # ---------------------------------------------------------------------------
 # Validation (called by experiments' `validate` before any compute).
 # ---------------------------------------------------------------------------

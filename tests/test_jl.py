@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmsys import config as config_lib
 from lmsys import jl, trainer
 
 NS = (16, 64, 256, 1024)
@@ -121,7 +122,7 @@ def test_randomized_svd():
 
 
 def test_head_size_fit_and_search():
-  optimizer = trainer.make_optimizer(trainer.default_optimizer_config(name="adam", learning_rate=0.05), 200)
+  optimizer = trainer.make_optimizer(config_lib.optimizer_defaults(name="adam", learning_rate=0.05), 200)
   targets = jax.random.randint(jax.random.key(0), (32,), 0, 32)
   fit = lambda d: jl.fit_attention_pattern(jax.random.key(1), targets, d, 2 * np.log(32), optimizer, 200)
   big, tiny = fit(8), fit(1)  # one compile: both live in the 8-wide bucket

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmsys import decoding
 from lmsys.models import transformer as T
 
 KINDS = [("softmax", {}), ("linear", {"chunk_size": 4}), ("favor", {"num_features": 8, "chunk_size": 4}),
@@ -186,6 +187,6 @@ def test_seq2seq_incremental_decoding_matches_the_full_forward_pass(kind, params
     steps.append(logits)
   np.testing.assert_allclose(np.stack(steps, 1), full, rtol=2e-4, atol=2e-4)
   # A beam reorder permutes the cache rows: decoding row 2's history from row 0 gives row 2's logits.
-  moved = T.reorder_cache(cache, jnp.asarray([2, 1, 0]))
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(T.reorder_cache(moved, jnp.asarray([2, 1, 0]))),
+  moved = decoding.reorder_cache(cache, jnp.asarray([2, 1, 0]))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(decoding.reorder_cache(moved, jnp.asarray([2, 1, 0]))),
                                                   jax.tree.leaves(cache)))

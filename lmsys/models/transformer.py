@@ -320,7 +320,7 @@ class Seq2Seq(nn.Module):
   Token id 0 is padding: the source mask is `source != 0`. Incremental
   decoding (decode=True) feeds one target position per call; the cache is
   created by `init_cache`, then reordered by the beam search with
-  `reorder_cache` (every cache array has the batch first, except the scalar
+  `lmsys.decoding.reorder_cache` (every cache array has the batch first, except the scalar
   step counters, which all rows share).
   """
   config: TransformerConfig
@@ -362,7 +362,3 @@ def init_cache(model: Seq2Seq, params, encoded, source_mask):
                          method=Seq2Seq.decode, mutable=["cache"])
   return state["cache"]
 
-
-def reorder_cache(cache, index):
-  """The cache of rows `index` (beam search: the beams that survive a step)."""
-  return jax.tree.map(lambda c: c[index] if c.ndim else c, cache)

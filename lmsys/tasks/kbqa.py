@@ -144,7 +144,7 @@ def make_loss_fn(model: Seq2Seq, bos_id: int):
   return loss_fn
 
 
-def train(config, workdir, writer, data: KbqaData, eval_fn=None):
+def train(config, workdir, writer, data: KbqaData):
   """Trains the Seq2Seq on the training split with the shared trainer; (model, TrainResult)."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
   model = make_model(config, data.tokenizer.vocab_size)
@@ -156,7 +156,7 @@ def train(config, workdir, writer, data: KbqaData, eval_fn=None):
       init_fn=lambda rng: model.init(rng, source0, target0)["params"],
       loss_fn=make_loss_fn(model, data.tokenizer.cls_id),
       batch_fn=data_lib.make_batch_fn(arrays, config.train.batch_size, config.seed),
-      eval_fn=eval_fn, name="seq2seq")
+      name="seq2seq")
   return model, result
 
 
@@ -222,7 +222,7 @@ def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_tr
 
 
 def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constrained: bool,
-            lookahead: bool, distractors: bool = True, batch_size: int = 16, progress: bool = False):
+            lookahead: bool, distractors: bool = True, batch_size: int = 16):
   """(objects, facts) predicted for every example of `split`: the decoded fact of the base
   (a `kgclue.Fact`) and its object, or None and "" where the best hypothesis is not a fact."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
