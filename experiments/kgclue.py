@@ -31,6 +31,8 @@ def validate(config) -> None:
     if len(run) != 4 or not isinstance(run[0], int) or run[0] < 1:
       raise ConfigError(f"config key 'decode.runs.{name}': expected (beam size >= 1, constrained, "
                         f"lookahead, distractors), got {run!r}")
+    if run[2] and not run[1]:
+      raise ConfigError(f"config key 'decode.runs.{name}': the look-ahead rule needs constrained decoding")
 
 
 def run(config, workdir, writer) -> dict:

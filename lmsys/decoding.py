@@ -16,10 +16,10 @@ token (GENRE's `prefix_allowed_tokens_fn` calls Python every step).
 - `trie` (lmsys.trie arrays): every step masks the tokens that would leave the
   trie, so each finished hypothesis is a sequence of the trie (a fact of the
   base). A hypothesis whose every continuation is masked drops out (-inf).
-- `bonus_fn(bonus_args, cache, log_probs [B, K, V]) -> [B, K, V]`: an optional
-  additive change of the (masked, normalised) log-probabilities used for
-  ranking, from the step's new cache (the note's look-ahead rule keeps its
-  per-hypothesis state there, so it is reordered with the beams).
+- `bonus_fn(bonus_args, cache, log_probs [B, K, V], nodes [B*K]) -> [B, K, V]`:
+  an optional additive change of the (masked, normalised) log-probabilities
+  used for ranking, from the step's new cache and each hypothesis's trie node
+  (DEAD/ROOT without a trie); the note's look-ahead rule reads the node.
 Scores are sums of log-probabilities (no length penalty: every fact ends the
 same way, and the note ranks by plain probability).
 """
@@ -87,7 +87,7 @@ def beam_search(step_fn: Callable, step_args: Any, cache: Any, *, batch_size: in
       allowed = trie_lib.next_token_mask(trie, state["nodes"].reshape(rows), v).reshape(b, k, v)
       log_probs = jnp.where(allowed, log_probs, NEG_INF)
     if bonus_fn is not None:
-      log_probs = log_probs + bonus_fn(bonus_args, cache, log_probs)
+      log_probs = log_probs + bonus_fn(bonus_args, cache, log_probs, state["nodes"].reshape(rows))
     # A finished hypothesis continues with padding only, at no cost.
     pad_only = jnp.full((v,), NEG_INF).at[0].set(0.0)
     log_probs = jnp.where(done[..., None], pad_only, log_probs)

@@ -39,12 +39,13 @@ def main():
     params = analysis.load_run(args.workdir).restore(name="seq2seq")
   else:
     params = model.init(jax.random.PRNGKey(0), source, jnp.zeros_like(source[:, :1]))["params"]
-  trie = trie_lib.to_device(data.trie(distractors=True))
+  trie, tables = kbqa.device_constraint(data, distractors=True, lookahead=True)
   tok = data.tokenizer
 
   def timed(use_trie, lookahead):
-    fn = lambda: kbqa.decode_batch(model, params, source, trie, beam_size=args.beam, use_trie=use_trie,
-                                   lookahead=lookahead, sep_id=tok.sep_id, bos_id=tok.cls_id, early_stop=False)
+    fn = lambda: kbqa.decode_batch(model, params, source, trie, tables if lookahead else None,
+                                   beam_size=args.beam, use_trie=use_trie,
+                                   sep_id=tok.sep_id, bos_id=tok.cls_id, early_stop=False)
     return timing.benchmark(fn, jit=False, repeats=args.repeats)
 
   # Alternate the settings round by round, so machine noise hits all alike.

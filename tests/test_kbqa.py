@@ -63,23 +63,47 @@ def test_every_constrained_output_is_a_fact_of_the_base(fixture_data_env, train_
   assert all(trie_lib.contains(trie, data.tokenizer.encode_target(f, data.order)) for f in data.base.facts)
 
 
-def test_lookahead_bonus_is_log_p_over_one_plus_the_lcs_gain():
+def test_lookahead_matches_the_reference_rule_over_all_completions():
+  """lookahead_bonus against the note's reference code, written out in Python: once S is decoded,
+  w(t) = max(1, max over completions c through t of LCS(c, q) - LCS(prefix, q) + 1), p -> p^(1/w)
+  over the allowed tokens, renormalised. Random bases where subjects share prefixes and facts."""
   rng = np.random.default_rng(1)
-  b, k, v, lq = 2, 3, 9, 5
-  question = jnp.asarray(rng.integers(0, v, size=(b * k, lq)), jnp.int32)  # 0 = padding
-  prefixes = [rng.integers(1, v, size=rng.integers(0, 4)) for _ in range(b * k)]
-  rows = jnp.zeros((b * k, lq + 1), jnp.int32)
-  for i, prefix in enumerate(prefixes):
-    for tok in prefix:
-      rows = rows.at[i].set(kbqa.lcs_extend(rows[i:i + 1], question[i:i + 1], jnp.asarray([tok]))[0])
-  seps = jnp.asarray([0, 1, 2, 1, 1, 0])
-  log_probs = jnp.asarray(np.log(rng.dirichlet(np.ones(v), size=(b, k))), jnp.float32)
-  bonus = kbqa.lookahead_bonus(question, {"lcs": rows, "seps": seps}, log_probs)
+  sep, v = 3, 10
+  reweighted = 0
   as_text = lambda ids: "".join(chr(65 + int(t)) for t in ids if t != 0)
-  for i in range(b * k):
-    for tok in range(v):
-      before = kbqa.lcs_length(as_text(prefixes[i]), as_text(question[i]))
-      after = kbqa.lcs_length(as_text(list(prefixes[i]) + [tok]), as_text(question[i]))
-      lp = float(log_probs.reshape(b * k, v)[i, tok])
-      want = lp / (after - before + 1) - lp if int(seps[i]) >= 1 else 0.0
-      assert float(bonus.reshape(b * k, v)[i, tok]) == pytest.approx(want, abs=1e-6)
+  for trial in range(4):
+    subjects = [list(rng.integers(4, v, size=rng.integers(1, 3))) for _ in range(3)]
+    seqs = {tuple(subjects[rng.integers(3)] + [sep] + list(rng.integers(4, v, size=rng.integers(1, 3))) + [sep]
+                  + list(rng.integers(4, v, size=rng.integers(0, 2))) + [sep]) for _ in range(12)}
+    seqs = sorted(seqs)
+    tokens, lengths = trie_lib.pad_sequences(seqs, dtype=np.int32)
+    trie = trie_lib.build_trie(tokens, lengths, v)
+    tables = jax.tree.map(jnp.asarray, kbqa.build_lookahead(trie, tokens, lengths, sep))
+    # Beams at every prefix of every sequence (the root excluded), plus one DEAD beam.
+    prefixes = sorted({s[:d] for s in seqs for d in range(1, len(s) + 1)})
+    nodes = np.array([trie_lib.walk(trie, p) for p in prefixes] + [trie_lib.DEAD], np.int32)
+    prefixes.append(None)
+    question = rng.integers(0, v, size=6)  # 0 = padding
+    allowed = np.asarray(trie_lib.next_token_mask(trie_lib.to_device(trie), nodes, v))
+    raw = np.log(rng.dirichlet(np.ones(v), size=len(nodes)))
+    norm = np.log(np.maximum((np.exp(raw) * allowed).sum(1, keepdims=True), 1e-30))
+    lp = np.where(allowed, raw - norm, kbqa.decoding.NEG_INF)
+    q_rows = jnp.asarray(np.tile(question, (len(nodes), 1)), jnp.int32)
+    bonus = kbqa.lookahead_bonus((q_rows, tables), None, jnp.asarray(lp, jnp.float32)[:, None, :],
+                                 jnp.asarray(nodes))
+    got = lp + np.asarray(bonus)[:, 0, :]
+    for i, prefix in enumerate(prefixes):
+      want = lp[i].copy()
+      if prefix is not None and sep in prefix:
+        weights = np.ones(v)
+        lcs0 = kbqa.lcs_length(as_text(prefix), as_text(question))
+        for c in seqs:
+          if len(c) > len(prefix) and c[:len(prefix)] == prefix:
+            w = kbqa.lcs_length(as_text(c), as_text(question)) - lcs0
+            weights[c[len(prefix)]] = max(w + 1, weights[c[len(prefix)]])
+        reweighted += int((weights[allowed[i]] > 1).any())
+        p = np.where(allowed[i], np.exp(lp[i]) ** (1 / weights), 0.0)
+        want = np.where(allowed[i], np.log(np.maximum(p / p.sum(), 1e-30)), lp[i])
+      np.testing.assert_allclose(np.where(allowed[i], got[i], 0), np.where(allowed[i], want, 0),
+                                 atol=1e-5, err_msg=f"trial {trial}, prefix {prefix}")
+  assert reweighted >= 8, "too few prefixes where the rule changes anything: the check would be idle"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -171,54 +172,157 @@ def lcs_extend(rows, question, tokens):
                           jax.lax.cummax(cand, axis=cand.ndim - 1)], -1)
 
 
-def lookahead_bonus(question_rows, carry, log_probs):
-  """The note's look-ahead rule, one step deep: once the subject (up to the first [SEP]) is
-  decoded, log p -> log p / (Δ + 1) for every allowed next token, Δ in {0, 1} the gain in
-  LCS between the question and the decoded predicate/sense text if that token is taken.
-  (The note takes Δ over all completions through the token, a look-ahead down the trie;
-  this is its first step.) Returns the additive change of log p, [B, K, V]."""
+class Lookahead(NamedTuple):
+  """What the look-ahead rule needs on the device, beside the trie (a pytree; `build_lookahead`).
+
+  Once a hypothesis has decoded its subject (up to the first [SEP]), its possible completions
+  are the facts of that subject: a group of at most R sequences (R = the largest group,
+  6 on KgCLUE with distractors), so looking down the whole trie costs R rows a beam."""
+  group_of_node: Any   # int32 [num_nodes]: subject group of a node at or past its subject's [SEP], else -1
+  depth_of_node: Any   # int32 [num_nodes]: tokens from the root
+  members: Any         # int32 [G, R]: the sequences (rows of `tokens`) of each group, -1 pads
+  tokens: Any          # int32 [N, L]: the base's target sequences, 0-padded
+  path: Any            # int32 [N, L]: the node after each token of each sequence (-1 past its end)
+
+
+def build_lookahead(trie: trie_lib.TrieArrays, tokens: np.ndarray, lengths: np.ndarray,
+                    sep_id: int) -> Lookahead:
+  """The look-ahead tables of the sequences a trie was built from (host numpy, vectorised)."""
+  tokens = np.asarray(tokens, np.int32)
+  n, width = tokens.shape
+  step = jax.jit(trie_lib.advance)
+  device_trie = trie_lib.to_device(trie)
+  path = np.full((n, width), trie_lib.DEAD, np.int32)
+  node = np.zeros(n, np.int32)
+  for d in range(width):
+    live = d < lengths
+    node = np.where(live, np.asarray(step(device_trie, node, tokens[:, d])), node)
+    path[live, d] = node[live]
+  has_sep = (tokens == sep_id).any(1)
+  if not has_sep.all():
+    raise ValueError(f"sequence {int(np.flatnonzero(~has_sep)[0])} has no [SEP] ending its subject")
+  first_sep = (tokens == sep_id).argmax(1)
+  subject_node = path[np.arange(n), first_sep]
+  groups, group_of_seq = np.unique(subject_node, return_inverse=True)
+  sizes = np.bincount(group_of_seq, minlength=len(groups))
+  order = np.argsort(group_of_seq, kind="stable")
+  rank = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+  members = np.full((len(groups), int(sizes.max()) if n else 1), -1, np.int32)
+  members[group_of_seq[order], rank] = order
+  group_of_node = np.full(trie.num_nodes, -1, np.int32)
+  depth_of_node = np.zeros(trie.num_nodes, np.int32)
+  cols = np.arange(width)[None, :]
+  valid = path >= 0
+  depth_of_node[path[valid]] = np.broadcast_to(cols + 1, path.shape)[valid]
+  past_subject = valid & (cols >= first_sep[:, None])
+  group_of_node[path[past_subject]] = np.broadcast_to(group_of_seq[:, None], path.shape)[past_subject]
+  return Lookahead(group_of_node, depth_of_node, members, tokens, path)
+
+
+def _lcs_through(question, sequences, depth):
+  """LCS with the question of each whole sequence and of its first `depth` tokens.
+  question [M, Lq], sequences [M, L] (0 = padding, skipped), depth [M] -> ([M], [M]).
+
+  Bit-parallel (Hyyrö 2004) when Lq <= 32: the DP row is one uint32 whose set bits are the
+  question positions not yet matched, so a token costs a few word operations instead of an
+  O(Lq) row and a cummax; the look-ahead runs this on every beam's completions every step."""
+  m, lq = question.shape
+  if lq > 32:
+    def extend_rows(rows, column):
+      tok = column
+      rows = jnp.where((tok != 0)[:, None], lcs_extend(rows, question, tok), rows)
+      return rows, rows[:, -1]
+    rows0 = jnp.zeros((m, lq + 1), jnp.int32)
+    rows, per_position = jax.lax.scan(extend_rows, rows0, sequences.T)
+    full = rows[:, -1]
+  else:
+    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(lq, dtype=jnp.uint32))
+    live_bits = jnp.sum(jnp.where(question != 0, bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+
+    def extend_bits(v, tok):
+      match = jnp.sum(jnp.where(question == tok[:, None], bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+      u = v & match & live_bits
+      new = (v + u) | (v - u)
+      v = jnp.where(tok != 0, new, v)
+      return v, v
+
+    v0 = jnp.full((m,), 0xFFFFFFFF, jnp.uint32)
+    v, history = jax.lax.scan(extend_bits, v0, sequences.T)            # history [L, M]
+    count = lambda x: lq - jax.lax.population_count(x | ~_low_mask(lq)).astype(jnp.int32) + (32 - lq)
+    full, per_position = count(v), count(history)
+  prefix = jnp.where(depth > 0, per_position[jnp.maximum(depth - 1, 0), jnp.arange(m)], 0)
+  return full, prefix
+
+
+def _low_mask(bits: int):
+  return jnp.uint32((1 << bits) - 1) if bits < 32 else jnp.uint32(0xFFFFFFFF)
+
+
+def lookahead_bonus(args, cache, log_probs, nodes):
+  """The note's look-ahead rule, over all completions (kexue 8802 and its reference code): once
+  the subject is decoded, every allowed next token t gets the weight w(t) = 1 + max over the
+  base's completions c through t of [LCS(question, c) - LCS(question, decoded prefix)]
+  (1 where none), and p -> p^(1/w), renormalised over the allowed tokens (the reference code
+  reweights and then renormalises). Returns the additive change of log p, [B, K, V]."""
+  question_rows, la = args
   b, k, v = log_probs.shape
-  rows = carry["lcs"]                                                  # [B*K, Lq+1]
-  # Only a token of the question can raise the LCS: extend the DP by each question token
-  # ([B*K, Lq, Lq] work, not [B*K, V, Lq]) and scatter the gains into the vocabulary.
-  grown = lcs_extend(rows[:, None, :], question_rows[:, None, :], question_rows)   # [B*K, Lq, Lq+1]
-  gain_q = jnp.where(question_rows != 0, grown[..., -1] - rows[:, -1:], 0)
-  gain = jnp.zeros((b * k, v), gain_q.dtype).at[jnp.arange(b * k)[:, None], question_rows].max(gain_q)
-  gain = gain.astype(jnp.float32).reshape(b, k, v)
-  after_subject = (carry["seps"] >= 1).reshape(b, k, 1)
-  live = log_probs > decoding.NEG_INF / 2
-  return jnp.where(after_subject & live, log_probs / (gain + 1.0) - log_probs, 0.0)
+  alive_node = nodes >= 0
+  node = jnp.maximum(nodes, 0)
+  group = jnp.where(alive_node, la.group_of_node[node], -1)                   # [B*K]
+  depth = la.depth_of_node[node]
+  members = la.members[jnp.maximum(group, 0)]                                 # [B*K, R]
+  width = la.tokens.shape[1]
+  rows = jnp.maximum(members, 0)
+  # A member is a completion of this hypothesis if it passes through the same node.
+  through = (members >= 0) & (group >= 0)[:, None] & (depth > 0)[:, None] & (
+      la.path[rows, jnp.clip(depth - 1, 0, width - 1)[:, None]] == node[:, None])
+  next_token = jnp.where(depth[:, None] < width, la.tokens[rows, jnp.minimum(depth, width - 1)[:, None]], 0)
+  r = members.shape[1]
+  full, prefix = _lcs_through(jnp.repeat(question_rows, r, 0), la.tokens[rows.reshape(-1)],
+                                   jnp.repeat(depth, r))
+  gain = (full - prefix).reshape(b * k, r)
+  weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
+  weights = jnp.ones((b * k, v), jnp.float32).at[jnp.arange(b * k)[:, None], next_token].max(weight)
+  lp = log_probs.reshape(b * k, v)
+  live = lp > decoding.NEG_INF / 2
+  reweighted = jnp.where(live, lp / weights, decoding.NEG_INF)
+  renormalised = reweighted - jax.nn.logsumexp(reweighted, axis=-1, keepdims=True)
+  active = (group >= 0)[:, None] & live
+  return jnp.where(active, renormalised - lp, 0.0).reshape(b, k, v)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "beam_size", "use_trie", "lookahead", "sep_id", "bos_id",
+@functools.partial(jax.jit, static_argnames=("model", "beam_size", "use_trie", "sep_id", "bos_id",
                                              "early_stop"))
-def decode_batch(model: Seq2Seq, params, source, trie, *, beam_size: int, use_trie: bool, lookahead: bool,
+def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_size: int, use_trie: bool,
                  sep_id: int, bos_id: int, early_stop: bool = True) -> decoding.BeamResult:
-  """Best-first beams of one batch of questions [B, Ls], jitted end to end."""
+  """Best-first beams of one batch of questions [B, Ls], jitted end to end; `lookahead`
+  (a `Lookahead` of the same trie, or None) turns the note's look-ahead rule on."""
   batch = source.shape[0]
   encoded = model.apply({"params": params}, source, method=Seq2Seq.encode)
   enc_rows = jnp.repeat(encoded, beam_size, 0)
   mask_rows = jnp.repeat(source != 0, beam_size, 0)
   question_rows = jnp.repeat(source, beam_size, 0)
-  carry = {"cache": init_cache(model, params, enc_rows, mask_rows),
-           "lcs": jnp.zeros((batch * beam_size, source.shape[1] + 1), jnp.int32),
-           "seps": jnp.zeros((batch * beam_size,), jnp.int32)}
 
-  def step(args, carry, tokens, t):
-    logits, state = model.apply({"params": args, "cache": carry["cache"]}, tokens, enc_rows, mask_rows,
+  def step(args, cache, tokens, t):
+    logits, state = model.apply({"params": args, "cache": cache}, tokens, enc_rows, mask_rows,
                                 decode=True, position=t, method=Seq2Seq.decode, mutable=["cache"])
-    last = tokens[:, 0]
-    counts = (carry["seps"] >= 1) & (last != sep_id) & (last != 0) & (t > 0)  # predicate/sense characters
-    lcs = jnp.where(counts[:, None], lcs_extend(carry["lcs"], question_rows, last), carry["lcs"])
-    seps = carry["seps"] + ((last == sep_id) & (t > 0))
-    return logits[:, 0], {"cache": state["cache"], "lcs": lcs, "seps": seps}
+    return logits[:, 0], state["cache"]
 
-  return decoding.beam_search(step, params, carry, batch_size=batch, beam_size=beam_size,
+  return decoding.beam_search(step, params, init_cache(model, params, enc_rows, mask_rows),
+                              batch_size=batch, beam_size=beam_size,
                               max_length=model.max_target_length, vocab_size=model.vocab_size,
                               bos_id=bos_id, end_id=sep_id, end_count=3,
                               trie=trie if use_trie else None,
-                              bonus_fn=lookahead_bonus if lookahead else None, bonus_args=question_rows,
-                              early_stop=early_stop)
+                              bonus_fn=lookahead_bonus if lookahead is not None else None,
+                              bonus_args=(question_rows, lookahead), early_stop=early_stop)
+
+
+def device_constraint(data: KbqaData, distractors: bool, lookahead: bool):
+  """(trie, look-ahead tables or None) of the base, on the device, for `decode_batch`."""
+  tokens, lengths = kgclue.target_arrays(data.facts_base(distractors), data.tokenizer, data.order)
+  host_trie = trie_lib.build_trie(tokens, lengths, data.tokenizer.vocab_size, end_token=data.tokenizer.pad_id)
+  tables = build_lookahead(host_trie, tokens, lengths, data.tokenizer.sep_id) if lookahead else None
+  return trie_lib.to_device(host_trie), (jax.tree.map(jnp.asarray, tables) if lookahead else None)
 
 
 def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constrained: bool,
@@ -226,14 +330,16 @@ def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constr
   """(objects, facts) predicted for every example of `split`: the decoded fact of the base
   (a `kgclue.Fact`) and its object, or None and "" where the best hypothesis is not a fact."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
+  if lookahead and not constrained:
+    raise ValueError("the look-ahead rule reads the trie: it needs constrained decoding")
   arrays = data.arrays(split, model.max_source_length, model.max_target_length)
-  trie = trie_lib.to_device(data.trie(distractors)) if constrained else None
   base = data.base if distractors else data.base.without_distractors()
   tok = data.tokenizer
+  trie, tables = device_constraint(data, distractors, lookahead) if constrained else (None, None)
 
   def run(batch, _):
-    result = decode_batch(model, params, jnp.asarray(batch["source"]), trie, beam_size=beam_size,
-                          use_trie=constrained, lookahead=lookahead, sep_id=tok.sep_id, bos_id=tok.cls_id)
+    result = decode_batch(model, params, jnp.asarray(batch["source"]), trie, tables, beam_size=beam_size,
+                          use_trie=constrained, sep_id=tok.sep_id, bos_id=tok.cls_id)
     return {"best": np.asarray(result.sequences[:, 0]), "finished": np.asarray(result.finished[:, 0])}
 
   out = data_lib.map_batches(run, {"source": arrays["source"]}, min(batch_size, len(arrays["source"])))
