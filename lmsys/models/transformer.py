@@ -59,6 +59,7 @@ class TransformerConfig:
   positions: str = "learned"        # or "sinusoidal"
   dtype: Any = jnp.float32          # compute dtype; parameters stay float32
   remat: bool = False               # recompute layer activations in the backward pass
+  kernel_init_std: float | None = None  # dense kernels ~ N(0, std^2) (BERT: 0.02); None: lecun_normal
 
   def __post_init__(self):
     params = self.attention_params
@@ -91,7 +92,10 @@ class TransformerConfig:
 
 
 def _dense(features, cfg, name, axis=-1):
-  return nn.DenseGeneral(features, axis=axis, dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+  init = (nn.linear.default_kernel_init if cfg.kernel_init_std is None
+          else nn.initializers.normal(cfg.kernel_init_std))
+  return nn.DenseGeneral(features, axis=axis, dtype=cfg.dtype, param_dtype=jnp.float32,
+                         kernel_init=init, name=name)
 
 
 class MultiHeadAttention(nn.Module):
