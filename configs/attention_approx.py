@@ -11,15 +11,19 @@ of the attention matrices (softmax full rank, linear <= feature dimension).
 
   python -m experiments.run --config configs/attention_approx.py --workdir runs/attention_approx   # ~3 min, 2 cores
   python -m experiments.run --config configs/attention_approx.py:smoke --workdir /tmp/aapprox      # seconds
+  python -m experiments.sweep --config configs/attention_approx.py --workdir runs/sweep_aapprox    # head_dim scan
 """
 
 import ml_collections
 
 from lmsys import config as config_lib
+from lmsys import sweep
+
+VARIANTS = dict(smoke=False, steps=0)
 
 
 def get_config(arg=None):
-  variants = config_lib.parse_arg(arg, smoke=False, steps=0)
+  variants = config_lib.parse_arg(arg, **VARIANTS)
   c = config_lib.experiment_config("attention_approx")
 
   c.random = ml_collections.ConfigDict(dict(length=256, head_dim=16, heads=4))
@@ -54,3 +58,12 @@ def get_config(arg=None):
   if variants.steps:  # :steps=N overrides the training length of any variant
     c.train.num_steps = variants.steps
   return c
+
+
+def get_sweep(arg=None):
+  """The head dimension d of the random q, k, which sets every deterministic map's feature
+  dimension (linear: d; Taylor / limit of order P: lmsys.attention.feature_dim), against
+  the same FAVOR+ dimensions."""
+  if config_lib.parse_arg(arg, **VARIANTS).smoke:
+    return sweep.product({"random.head_dim": [8, 16]})
+  return sweep.product({"random.head_dim": [8, 16, 32, 64]})

@@ -42,8 +42,10 @@ def get_config(arg=None):
             "constrained_b1": (1, True, False, True),
             "constrained_b3": (3, True, False, True),
             "constrained_b5": (5, True, False, True),
+            "constrained_lookahead_b1": (1, True, True, True),
             "constrained_lookahead_b5": (5, True, True, True),
-            "constrained_b5_no_distractors": (5, True, False, False)}))
+            "constrained_b5_no_distractors": (5, True, False, False),
+            "constrained_lookahead_b5_no_distractors": (5, True, True, False)}))
 
   c.train = config_lib.train_defaults(num_steps=3000, batch_size=64, log_every=100, eval_every=2000,
                                       checkpoint_every=1000)

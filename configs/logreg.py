@@ -6,6 +6,7 @@ on full training data and on 1,000 training samples.
   python -m experiments.run --config configs/logreg.py          # bundled sets + synthetic, < 2 min on 2 cores
   python -m experiments.run --config configs/logreg.py:full     # + Fashion-MNIST and FewCLUE text features
   python -m experiments.run --config configs/logreg.py:smoke    # seconds, for tests
+  python -m experiments.sweep --config configs/logreg.py --workdir runs/sweep_logreg   # shrinkage scan
 
 `:full` reads Fashion-MNIST from data.fashion_mnist_dir (default: $LMSYS_DATA_DIR
 if it holds it, else /usr/share/datasets/fashion-mnist) and FewCLUE from
@@ -16,13 +17,17 @@ data.data_dir or $LMSYS_DATA_DIR; FewCLUE train = data.train_split
 import ml_collections
 
 from lmsys import config as config_lib
+from lmsys import sweep
 
 BUNDLED = ("digits", "breast_cancer", "wine", "iris")
 FEWCLUE = ("fewclue/eprstmt", "fewclue/tnews", "fewclue/iflytek", "fewclue/csldcp")
 
 
+VARIANTS = dict(smoke=False, full=False)
+
+
 def get_config(arg=None):
-  variants = config_lib.parse_arg(arg, smoke=False, full=False)
+  variants = config_lib.parse_arg(arg, **VARIANTS)
   c = config_lib.experiment_config("logreg")
 
   c.data = ml_collections.ConfigDict()
@@ -60,3 +65,10 @@ def get_config(arg=None):
     c.mle.epochs, c.mle.long_min_steps = 2, 10
     c.sklearn.max_iter = 100
   return c
+
+
+def get_sweep(arg=None):
+  """The fixed eigenvalue floor of `analytic` (analytic.shrinkage) over four decades."""
+  if config_lib.parse_arg(arg, **VARIANTS).smoke:
+    return sweep.product({"analytic.shrinkage": [1e-3, 1e-1]})
+  return sweep.product({"analytic.shrinkage": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]})

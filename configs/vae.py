@@ -9,15 +9,19 @@ estimate of log p(x) with its standard error. Results: docs/results/vae.md.
   python -m experiments.run --config configs/vae.py:digits     # scikit-learn digits, 8x8 (minutes)
   python -m experiments.run --config configs/vae.py:smoke      # seconds
   python -m experiments.run --config configs/vae.py --config.data.name=tfds/fashion_mnist
+  python -m experiments.sweep --config configs/vae.py:digits --workdir runs/sweep_vae   # training k x seed
 """
 
 import ml_collections
 
 from lmsys import config as config_lib
+from lmsys import sweep
+
+VARIANTS = dict(smoke=False, digits=False, steps=0)
 
 
 def get_config(arg=None):
-  variants = config_lib.parse_arg(arg, smoke=False, digits=False, steps=0)
+  variants = config_lib.parse_arg(arg, **VARIANTS)
   c = config_lib.experiment_config("vae")
 
   c.data = ml_collections.ConfigDict()
@@ -63,3 +67,10 @@ def get_config(arg=None):
   if variants.steps:  # :steps=N overrides the training length of any variant
     c.train.num_steps = variants.steps
   return c
+
+
+def get_sweep(arg=None):
+  """The training k scanned one model per trial (k=1: the VAE), over seeds for error bars."""
+  if config_lib.parse_arg(arg, **VARIANTS).smoke:
+    return sweep.product({"model.train_ks": [(1,), (5,)], "seed": [0]})
+  return sweep.product({"model.train_ks": [(1,), (5,), (50,)], "seed": [0, 1, 2]})

@@ -14,6 +14,11 @@ from lmsys.tasks import kbqa
 NOTE_VALID = {"f1": 0.8920, "em": 0.9104}
 
 
+# Keys that change only the evaluation of the trained model: a re-run with new decoding runs
+# or another eval split re-decodes the checkpoint instead of refusing to resume.
+EVALUATION_KEYS = ("decode.", "data.eval_split", "data.eval_limit")
+
+
 def validate(config) -> None:
   trainer.validate_config(config)
   kgclue.check_order(config.data.order)

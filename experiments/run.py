@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     old_config_path = os.path.join(workdir, "config.json")
     if os.path.exists(old_config_path):
       with open(old_config_path) as f:
-        config_lib.check_resume_compatible(json.load(f), config_json)
+        config_lib.check_resume_compatible(json.load(f), config_json,
+                                           getattr(module, "EVALUATION_KEYS", ()))
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(module, config, config_json, workdir, primary) -> int:
+  from lmsys import checkpoint, trainer  # pylint: disable=g-import-not-at-top  (jax, after main's import)
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
     print(f"workdir: {workdir}", flush=True)
@@ -185,6 +187,12 @@ def _run(module, config, config_json, workdir, primary) -> int:
     except FloatingPointError as e:
       print(f"error: {e}", file=sys.stderr)
       return 3
+    except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
+      print(f"stopped: {e}", file=sys.stderr)
+      return 128 + e.signum
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
     print(format_results(results))

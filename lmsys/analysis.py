@@ -4,6 +4,8 @@
   run.metrics.query("split == 'eval'").plot(x="step", y="accuracy")
   params = run.restore()            # latest checkpoint, no model code needed
   table = load_runs("runs/")        # one row per run: config fields + results
+  table = load_runs("runs/sweep")   # a sweep (experiments/sweep.py): one row per trial + status
+  aggregate(table, "results.digits.test_accuracy")   # mean and standard error over seeds
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 
 from lmsys import checkpoint
 from lmsys import metrics as metrics_lib
+from lmsys import sweep
 from lmsys.config import flatten
 
 
@@ -73,17 +76,76 @@ def load_run(workdir: str) -> Run:
 
 
 def load_runs(directory: str) -> pd.DataFrame:
-  """One row per workdir under `directory`: `config.*` fields and `results.*` values."""
+  """One row per workdir under `directory`: `config.*` fields, `results.*` values, `status`.
+
+  Over a sweep's directory (it holds sweep.json, written by experiments/sweep.py): one
+  row per trial in the sweep's order, trials not started included, with `trial`, the
+  swept keys as columns (`model.activation`, `seed`) and `error` (a failed trial's last
+  line). `status`: done (results.json), failed (the sweep recorded an error),
+  incomplete (started: running, or interrupted) or pending (not started).
+  """
+  if os.path.exists(os.path.join(directory, sweep.SWEEP_FILE)):
+    return _load_sweep(directory)
   rows = []
   for root, dirs, files in os.walk(directory):
     if "config.json" in files:
-      run = load_run(root)
-      row = {"workdir": root}
-      row.update({f"config.{k}": _scalar(v) for k, v in flatten(run.config.to_dict()).items()})
-      row.update({f"results.{k}": v for k, v in flatten(run.results).items()})
-      rows.append(row)
+      rows.append({"workdir": root, "status": _status(root), **_run_columns(load_run(root))})
       dirs[:] = [d for d in dirs if d not in ("checkpoints", "tensorboard", "figures")]
   return pd.DataFrame(rows)
+
+
+def _run_columns(run: Run) -> dict:
+  row = {f"config.{k}": _scalar(v) for k, v in flatten(run.config.to_dict()).items()}
+  row.update({f"results.{k}": v for k, v in flatten(run.results).items()})
+  return row
+
+
+def _status(workdir: str) -> str:
+  if os.path.exists(os.path.join(workdir, "results.json")):
+    return "done"
+  if os.path.exists(os.path.join(workdir, sweep.ERROR_FILE)):
+    return "failed"
+  return "incomplete" if os.path.exists(os.path.join(workdir, "config.json")) else "pending"
+
+
+def _load_sweep(directory: str) -> pd.DataFrame:
+  with open(os.path.join(directory, sweep.SWEEP_FILE)) as f:
+    trials = json.load(f)["trials"]
+  rows = []
+  for trial in trials:
+    workdir = os.path.join(directory, trial["name"])
+    row = {"trial": trial["name"], **{k: _scalar(v) for k, v in trial["overrides"].items()},
+           "status": _status(workdir)}
+    if row["status"] == "failed":
+      with open(os.path.join(workdir, sweep.ERROR_FILE), errors="replace") as f:
+        row["error"] = ([line for line in f.read().splitlines() if line.strip()] or [""])[-1]
+    row["workdir"] = workdir
+    if os.path.exists(os.path.join(workdir, "config.json")):
+      row.update(_run_columns(load_run(workdir)))
+    rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def swept_keys(table: pd.DataFrame) -> list[str]:
+  """The swept-key columns of a load_runs table of a sweep (neither config.*, results.* nor bookkeeping)."""
+  return [c for c in table.columns if c not in ("trial", "status", "error", "workdir")
+          and not c.startswith(("config.", "results."))]
+
+
+def aggregate(table: pd.DataFrame, metric: str, by: list[str] | None = None, over: str = "seed") -> pd.DataFrame:
+  """Mean, standard error (ddof 1) and count of `metric` per group, over the `over` key.
+
+  `by` defaults to the swept keys except `over`; trials not done are left out. A group
+  with one trial has no standard error (NaN): a single seed shows no spread.
+  """
+  by = [k for k in swept_keys(table) if k != over] if by is None else list(by)
+  done = table[table["status"] == "done"] if "status" in table else table
+  done = done.assign(**{metric: pd.to_numeric(done[metric], errors="coerce")})  # None (not measured) -> NaN
+  if not by:
+    stats = done[metric].agg(["mean", "sem", "count"]).to_frame().T.reset_index(drop=True)
+  else:
+    stats = done.groupby(by, sort=False)[metric].agg(["mean", "sem", "count"]).reset_index()
+  return stats
 
 
 def _scalar(value):

@@ -5,15 +5,32 @@ with StandardSave so it restores onto any device layout given abstract
 targets) and `meta` (JSON: what the run was). Saves are atomic (orbax writes
 to a temporary directory and renames), so a process killed mid-save leaves
 the previous checkpoint intact.
+
+Reliability (docs/reliability.md): `restore_latest` falls back to the previous
+checkpoint when the latest cannot be read, and moves the unreadable ones aside
+to `<dir>/corrupt/<step>-<time>` (never deleted, and no longer listed by
+orbax); `save`/`wait` turn a failed write (e.g. a full disk) into one
+`CheckpointSaveError` naming the step, the cause and the intact checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint under a directory could be read; the message names each step and its error."""
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written; the message names the step and the checkpoint still intact."""
 
 
 def manager(directory: str, max_to_keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
@@ -25,8 +42,53 @@ def manager(directory: str, max_to_keep: int = 3, read_only: bool = False) -> oc
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+  """Starts an (async) save of `state` at `step`; a failed write is a CheckpointSaveError.
+
+  A save still in flight that fails surfaces here or in `wait` (orbax raises a
+  background error at the next call); either way the uncommitted save stays a
+  temporary directory and the previous checkpoint is untouched.
+  """
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_error(mngr, e, step) from e
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight; a failed write is a CheckpointSaveError."""
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_error(mngr, e) from e
+
+
+def _save_error(mngr, error: BaseException, step: int | None = None) -> CheckpointSaveError:
+  """One error naming the step that failed and the newest committed checkpoint.
+
+  An async save that failed in the background surfaces at the next call, so
+  the failed step is the uncommitted (temporary) one, when there is one.
+  """
+  directory = str(mngr.directory)
+  pending = sorted(int(d.split(".", 1)[0]) for d in os.listdir(directory)
+                   if ".orbax-checkpoint-tmp" in d and d.split(".", 1)[0].isdigit())
+  failed = pending[-1] if pending else step
+  intact = [s for s in checkpoint_steps(directory) if s != failed]
+  try:  # the manager is unusable now; stop its threads so the exit is clean
+    mngr.close()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return CheckpointSaveError(f"checkpoint save of step {failed} failed in {directory}: {_one_line(error)}; "
+                             f"last intact checkpoint: {f'step {intact[-1]}' if intact else 'none'}")
+
+
+def _one_line(error: BaseException) -> str:
+  """The root cause in one line: orbax wraps tensorstore's precise error in a vaguer one."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip()
+  line = text.splitlines()[0] if text else ""
+  return f"{type(error).__name__}: {line[:300]}".strip()
 
 
 def abstract_like(tree, shardings=None):
@@ -43,6 +105,51 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   return restored.state, restored.meta
 
 
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
+  """(state, meta, step) of the newest readable checkpoint, or None if there is none.
+
+  An unreadable checkpoint (truncated or missing files, any read error) is
+  skipped for the previous one. Those that failed while an older one read fine
+  are moved aside to `corrupt/` (kept, but no longer listed), each with a
+  one-line warning naming its step, its error and where it went. If none
+  reads, nothing is moved (the cause may be systematic, e.g. a changed model)
+  and a CheckpointError names every step and its error.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      state, meta = restore(mngr, step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except  (tensorstore, orbax, OSError, ValueError...)
+      failed.append((step, _one_line(e)))
+      continue
+    for bad, error in failed:
+      moved = move_aside(str(mngr.directory), bad)
+      print(f"warning: checkpoint step {bad} in {mngr.directory} is unreadable ({error}); moved to {moved}; "
+            f"resuming from step {step}", file=sys.stderr, flush=True)
+    if failed:
+      mngr.reload()
+    return state, meta, step
+  if failed:
+    mngr.close()  # unusable for this run; stops orbax's threads so the exit is clean
+    raise CheckpointError(f"no readable checkpoint in {mngr.directory}: "
+                          + "; ".join(f"step {s}: {e}" for s, e in failed))
+  return None
+
+
+def move_aside(directory: str, step: int) -> str:
+  """Moves checkpoint `step` to `directory/corrupt/<step>-<time>` (process 0 only); returns the new path."""
+  target = os.path.join(os.path.abspath(directory), "corrupt", f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if os.path.exists(target):  # the same step moved twice within a second
+    target += f"-{len(os.listdir(os.path.dirname(target)))}"
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(os.path.join(os.path.abspath(directory), str(step)), target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"lmsys_move_aside_{step}")
+  return target
+
+
 def checkpoint_steps(directory: str) -> list[int]:
   """Committed checkpoint steps under `directory` (temporary/partial saves excluded)."""
   if not os.path.isdir(directory):
@@ -54,16 +161,37 @@ def checkpoint_steps(directory: str) -> list[int]:
 def restore_raw(directory: str, step: int | None = None):
   """Restores (state, meta, step) without a target: nested dicts of numpy arrays.
 
-  Lets a notebook read parameters without rebuilding the model.
+  Lets a notebook read parameters without rebuilding the model. Read-only:
+  with `step=None` an unreadable latest checkpoint costs a warning and the
+  previous one is read (nothing is moved: a trainer may be running).
   """
   steps = checkpoint_steps(directory)
   if not steps:
     raise FileNotFoundError(f"no checkpoint under {directory}")
-  step = steps[-1] if step is None else step
-  if step not in steps:
+  if step is not None and step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} under {directory} (have: {steps})")
-  path = os.path.join(os.path.abspath(directory), str(step))
+  failed = []
+  for candidate in ([step] if step is not None else steps[::-1]):
+    try:
+      return (*_read_raw(os.path.join(os.path.abspath(directory), str(candidate))), candidate)
+    except Exception as e:  # pylint: disable=broad-except
+      if step is not None:
+        raise
+      failed.append((candidate, _one_line(e)))
+      print(f"warning: checkpoint step {candidate} in {directory} is unreadable ({failed[-1][1]}); "
+            f"trying the previous one", file=sys.stderr, flush=True)
+  raise CheckpointError(f"no readable checkpoint in {directory}: "
+                        + "; ".join(f"step {s}: {e}" for s, e in failed))
+
+
+def _read_raw(path: str):
   with open(os.path.join(path, "meta", "metadata")) as f:
     meta = json.load(f)
-  state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
-  return state, meta, step
+  # Onto this process's first device, whatever devices saved it (an 8-device or multi-host run
+  # read in a 1-device notebook), then to host numpy.
+  checkpointer = ocp.StandardCheckpointer()
+  state_path = os.path.join(path, "state")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(state_path).item_metadata)
+  return jax.device_get(checkpointer.restore(state_path, target)), meta

@@ -166,17 +166,22 @@ def to_json_dict(config) -> dict:
   return json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config)
 
 
-def check_resume_compatible(old: dict, new: dict) -> None:
-  """Refuses to resume a run whose config changes anything but safe keys."""
+def check_resume_compatible(old: dict, new: dict, evaluation_keys: tuple[str, ...] = ()) -> None:
+  """Refuses to resume a run whose config changes anything but safe keys.
+
+  evaluation_keys: an experiment's keys (or prefixes ending in '.') that only change what is
+  evaluated after training (e.g. note 7's decoding runs), declared as `EVALUATION_KEYS` in
+  its module: re-running with new ones re-evaluates the trained checkpoint."""
   old_flat, new_flat = flatten(old), flatten(new)
+  safe = RESUME_SAFE_KEYS + tuple(evaluation_keys)
+  is_safe = lambda k: any(k == s or (s.endswith(".") and k.startswith(s)) for s in safe)
   changed = sorted(k for k in set(old_flat) | set(new_flat)
-                   if old_flat.get(k, _MISSING) != new_flat.get(k, _MISSING)
-                   and k not in RESUME_SAFE_KEYS)
+                   if old_flat.get(k, _MISSING) != new_flat.get(k, _MISSING) and not is_safe(k))
   if changed:
     details = "; ".join(f"{k}: {old_flat.get(k, '<unset>')!r} -> {new_flat.get(k, '<unset>')!r}" for k in changed[:5])
     raise ConfigError(
         f"refusing to resume: the workdir holds a run whose config differs in {details} "
-        f"(only {', '.join(RESUME_SAFE_KEYS)} may change; use a new --workdir)")
+        f"(only {', '.join(safe)} may change; use a new --workdir)")
 
 
 class _Missing:

@@ -21,13 +21,17 @@ loader's own default (Fashion-MNIST: Debian's /usr/share/datasets/fashion-mnist)
 
 `make_batch_fn(arrays, batch_size, seed)` gives the trainer a pure function
 of (seed, step): batch order never depends on the history of the process, so
-a resumed run sees exactly the batches an uninterrupted one would.
+a resumed run sees exactly the batches an uninterrupted one would. Each process
+builds only its own rows of the global batch (`batch_rows`); data that does not
+fit in memory takes the same rows from ArrayRecord files through grain
+(`lmsys.input_pipeline`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import gzip
 import json
 import os
@@ -135,7 +139,7 @@ def check_available(name: str, data_dir: str | None = None, **options) -> None:
   if name in SKLEARN_SETS:
     return
   if name == "fashion_mnist":
-    _fashion_mnist_root(data_dir)
+    check_fashion_mnist_files(data_dir)
     return
   if name.startswith("fewclue/") and name.split("/", 1)[1] in FEWCLUE_TASKS:
     task = name.split("/", 1)[1]
@@ -199,23 +203,58 @@ def _load_sklearn(name: str, seed: int) -> Dataset:
 
 # ---------------------------------------------------------------- Fashion-MNIST
 
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx_header(path: str) -> tuple[np.dtype, tuple[int, ...]]:
+  """(dtype, shape) from an IDX file's header, checked; reads only the header (cheap, for validate)."""
+  with _open_idx(path) as f:
+    return _idx_header(f, path)
+
+
 def read_idx(path: str) -> np.ndarray:
-  """An IDX array (the MNIST file format); gzip is detected from the magic bytes."""
-  with open(path, "rb") as f:
-    raw = f.read()
-  if raw[:2] == b"\x1f\x8b":
-    raw = gzip.decompress(raw)
-  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-    raise ConfigError(f"not an IDX file: {path}")
-  dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-  if raw[2] not in dtypes:
-    raise ConfigError(f"IDX file {path}: unknown type code {raw[2]:#x}")
-  ndim = raw[3]
-  shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-  data = np.frombuffer(raw, dtypes[raw[2]], offset=4 + 4 * ndim)
-  if data.size != int(np.prod(shape)):
-    raise ConfigError(f"IDX file {path}: header says {shape}, found {data.size} values")
-  return data.reshape(shape)
+  """An IDX array (the MNIST file format); gzip is detected from the magic bytes.
+
+  A malformed file (empty, wrong magic number, truncated, trailing bytes, a
+  cut gzip stream) is one ConfigError naming the file.
+  """
+  with _open_idx(path) as f:
+    dtype, shape = _idx_header(f, path)
+    payload = _read(f, path)
+  expected = int(np.prod(shape)) * dtype.itemsize
+  if len(payload) != expected:
+    raise ConfigError(f"{path}: {'truncated' if len(payload) < expected else 'trailing bytes'}: the header "
+                      f"says shape {shape} ({expected} bytes of data), the file has {len(payload)}")
+  return np.frombuffer(payload, dtype).reshape(shape)
+
+
+def _open_idx(path: str):
+  f = open(path, "rb")
+  if f.read(2) == b"\x1f\x8b":
+    f.seek(0)
+    return gzip.GzipFile(fileobj=f, mode="rb")
+  f.seek(0)
+  return f
+
+
+def _read(f, path: str, size: int = -1) -> bytes:
+  try:
+    return f.read(size)
+  except (OSError, EOFError, gzip.BadGzipFile) as e:  # a cut or damaged gzip stream
+    raise ConfigError(f"{path}: damaged gzip data ({e})") from None
+
+
+def _idx_header(f, path: str) -> tuple[np.dtype, tuple[int, ...]]:
+  magic = _read(f, path, 4)
+  if not magic:
+    raise ConfigError(f"{path}: empty file (expected an IDX file)")
+  if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES:
+    raise ConfigError(f"{path}: not an IDX file (magic number {magic.hex()}, expected 0000 then a type "
+                      f"code in {sorted(hex(c) for c in _IDX_DTYPES)} and the number of dimensions)")
+  dims = _read(f, path, 4 * magic[3])
+  if len(dims) < 4 * magic[3]:
+    raise ConfigError(f"{path}: truncated header ({magic[3]} dimensions announced)")
+  return np.dtype(_IDX_DTYPES[magic[2]]), tuple(int(d) for d in np.frombuffer(dims, ">u4"))
 
 
 def _find_idx(directory: str, stem: str) -> str | None:
@@ -239,14 +278,42 @@ def _fashion_mnist_root(data_dir: str | None) -> str:
   return root
 
 
+def _check_fashion_pair(image_path: str, image_shape, label_path: str, label_shape) -> None:
+  """Images [N, 28, 28] and labels [N]: the checks a header allows."""
+  if len(image_shape) != 3 or tuple(image_shape[1:]) != (28, 28):
+    raise ConfigError(f"{image_path}: expected images of shape [N, 28, 28], the header says {tuple(image_shape)}")
+  if len(label_shape) != 1:
+    raise ConfigError(f"{label_path}: expected labels of shape [N], the header says {tuple(label_shape)}")
+  if image_shape[0] != label_shape[0]:
+    raise ConfigError(f"fashion_mnist: {image_shape[0]} images in {image_path} but {label_shape[0]} labels "
+                      f"in {label_path}")
+
+
+def check_fashion_mnist_files(data_dir: str | None = None) -> None:
+  """Headers of the four IDX files (and the size of uncompressed ones): cheap, for validate()."""
+  root = _fashion_mnist_root(data_dir)
+  for images, labels in _FASHION_STEMS.values():
+    paths = _find_idx(root, images), _find_idx(root, labels)
+    headers = [read_idx_header(path) for path in paths]
+    for path, (dtype, shape) in zip(paths, headers):
+      expected = 4 + 4 * len(shape) + int(np.prod(shape)) * dtype.itemsize
+      if not path.endswith(".gz") and os.path.getsize(path) != expected:
+        raise ConfigError(f"{path}: {'truncated' if os.path.getsize(path) < expected else 'trailing bytes'}: "
+                          f"the header says shape {shape} ({expected} bytes), the file has {os.path.getsize(path)}")
+    _check_fashion_pair(paths[0], headers[0][1], paths[1], headers[1][1])
+
+
 def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
   """Fashion-MNIST from its four IDX files in `data_dir` (or a fashion-mnist/ under it)."""
   root = _fashion_mnist_root(data_dir)
   splits = {}
   for split, (images, labels) in _FASHION_STEMS.items():
-    x, y = read_idx(_find_idx(root, images)), read_idx(_find_idx(root, labels))
-    if len(x) != len(y):
-      raise ConfigError(f"fashion_mnist: {len(x)} images but {len(y)} labels in {root!r} ({split})")
+    image_path, label_path = _find_idx(root, images), _find_idx(root, labels)
+    x, y = read_idx(image_path), read_idx(label_path)
+    _check_fashion_pair(image_path, x.shape, label_path, y.shape)
+    bad = np.flatnonzero((y < 0) | (y > 9))
+    if bad.size:
+      raise ConfigError(f"{label_path}, record {bad[0]}: label {y[bad[0]]} is not a class (0-9)")
     splits[split] = {"x": x.reshape(len(x), -1).astype(np.float32) / 255.0, "y": y.astype(np.int32)}
   return Dataset("fashion_mnist", splits, num_classes=10, info={"dir": root})
 
@@ -307,23 +374,44 @@ def fewclue_label_names(task: str, data_dir: str | None = None,
   if task == "eprstmt":
     return ["Negative", "Positive"]
   if task == "tnews":  # label codes 100..116 with gaps; the index file fixes the order.
-    with open(os.path.join(directory, "label_index2en2zh.json"), encoding="utf-8") as f:
-      return [str(json.loads(line)["label"]) for line in f if line.strip()]
+    path = os.path.join(directory, "label_index2en2zh.json")
+    rows = read_json_lines(path)
+    missing = next((i for i, row in enumerate(rows, 1) if "label" not in row), None)
+    if missing:
+      raise ConfigError(f"{path}, record {missing}: no 'label' field")
+    return [str(row["label"]) for row in rows]
   if task == "csldcp":
-    with open(os.path.join(directory, "labels_all.txt"), encoding="utf-8") as f:
-      return [line.strip() for line in f if line.strip()]
+    return read_text_lines(os.path.join(directory, "labels_all.txt"))
   if task == "iflytek":  # labels are already 0..118; the file has no list, so take them from the data.
     labels = {int(r["label"]) for s in splits for r in load_fewclue(task, s, data_dir)}
     return [str(i) for i in range(max(labels) + 1)]
   raise ConfigError(f"fewclue/{task}: not a classification task lmsys reads (known: {', '.join(FEWCLUE_TASKS)})")
 
 
-def fewclue_labels(task: str, records: list[dict], names: list[str]) -> np.ndarray:
+def fewclue_labels(task: str, records: list[dict], names: list[str], source: str = "") -> np.ndarray:
+  """Class indices of `records` (read from file `source`, named in errors)."""
   index = {n: i for i, n in enumerate(names)}
-  try:
-    return np.array([index[str(r["label"])] for r in records], np.int32)
-  except KeyError as e:
-    raise ConfigError(f"fewclue/{task}: label {e.args[0]!r} not in the label list") from None
+  for number, record in enumerate(records, 1):
+    if str(record.get("label")) not in index:
+      where = f"{source}, record {number}" if source else f"fewclue/{task}, record {number}"
+      raise ConfigError(f"{where}: label {record.get('label')!r} not in the label list of fewclue/{task}")
+  return np.array([index[str(r["label"])] for r in records], np.int32)
+
+
+def read_text_lines(path: str) -> list[str]:
+  """The non-blank lines of a UTF-8 text file, stripped; a bad file is one ConfigError naming file and line."""
+  lines = []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8").strip()
+      except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+      if line:
+        lines.append(line)
+  if not lines:
+    raise ConfigError(f"{path}: no lines (empty file)")
+  return lines
 
 
 def _load_fewclue_features(task: str, data_dir: str | None, seed: int, train_split: str = "",
@@ -332,13 +420,15 @@ def _load_fewclue_features(task: str, data_dir: str | None, seed: int, train_spl
   files = _fewclue_splits({"train_split": train_split, "test_split": test_split})
   names = fewclue_label_names(task, data_dir, tuple(files.values()))
   records = {split: load_fewclue(task, file, data_dir) for split, file in files.items()}
+  labels = {split: fewclue_labels(task, records[split], names,  # before the costly features
+                                  os.path.join(fewclue_dir(task, data_dir), f"{file}.json"))
+            for split, file in files.items()}
   texts = {split: [fewclue_text(task, r) for r in recs] for split, recs in records.items()}
   unlabeled = []
   if os.path.isfile(os.path.join(fewclue_dir(task, data_dir), "unlabeled.json")):
     unlabeled = [fewclue_text(task, r) for r in load_fewclue(task, "unlabeled", data_dir)]
   features, info = text.fewclue_features(texts["train"], [texts["test"]], unlabeled, seed=seed, **options)
-  splits = {"train": {"x": features[0], "y": fewclue_labels(task, records["train"], names)},
-            "test": {"x": features[1], "y": fewclue_labels(task, records["test"], names)}}
+  splits = {"train": {"x": features[0], "y": labels["train"]}, "test": {"x": features[1], "y": labels["test"]}}
   info.update(label_names=names, files=files)
   return Dataset(f"fewclue/{task}", splits, num_classes=len(names), info=info)
 
@@ -351,6 +441,46 @@ def load_tfds(name: str, data_dir: str | None = None, x_key: str = "image", y_ke
   `data_dir` is the TFDS data root (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
   Images of uint8 are scaled to [0, 1]; x is flattened to [N, D].
   """
+  sources, num_classes = open_tfds(name, data_dir, y_key)
+  splits = {split: _read_tfds_split(f"tfds/{name}", split, source, x_key, y_key, int(num_classes))
+            for split, source in sources.items()}
+  return Dataset(f"tfds/{name}", splits, num_classes=int(num_classes))
+
+
+def _read_tfds_split(name: str, split: str, source, x_key: str, y_key: str, num_classes: int):
+  """One split as arrays; an empty split, an unreadable record (a damaged ArrayRecord file), a
+  missing key or a label outside [0, num_classes) is one ConfigError naming the split and record."""
+  files = sorted(glob.glob(os.path.join(source.dataset_info.data_dir, f"*-{split}.array_record*")))
+  where = f"{name}, split {split!r} ({', '.join(files) or source.dataset_info.data_dir})"
+  if not len(source):
+    raise ConfigError(f"{where}: no records (empty split)")
+  try:
+    records = source.__getitems__(range(len(source)))
+  except Exception:  # pylint: disable=broad-except  (array_record raises many kinds); find the record
+    for i in range(len(source)):
+      try:
+        source[i]
+      except Exception as e:  # pylint: disable=broad-except
+        raise ConfigError(f"{where}, record {i}: unreadable ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+    raise
+  for i, record in enumerate(records):
+    missing = [k for k in (x_key, y_key) if k not in record]
+    if missing:
+      raise ConfigError(f"{where}, record {i}: no {' or '.join(map(repr, missing))} feature "
+                        f"(has: {', '.join(record)}; the loader options x_key / y_key name them)")
+    try:  # a damaged file can also decode to None values instead of raising
+      label = int(record[y_key])
+      np.asarray(record[x_key], np.float32)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"{where}, record {i}: unreadable or malformed ({e})") from None
+    if not 0 <= label < num_classes:
+      raise ConfigError(f"{where}, record {i}: label {label} is not a class (0-{num_classes - 1})")
+  return tfds_arrays(records, x_key, y_key)
+
+
+def open_tfds(name: str, data_dir: str | None = None, y_key: str = "label"):
+  """({split: random-access source over the ArrayRecord files}, number of classes); reads no records."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -361,14 +491,16 @@ def load_tfds(name: str, data_dir: str | None = None, x_key: str = "image", y_ke
   except Exception as e:  # DatasetNotFoundError, AssertionError (not prepared), NotImplementedError (tfrecord)
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConfigError(f"tfds/{name}: cannot read a prepared array_record dataset in {data_dir!r}: {first}") from None
-  splits = {}
-  for split, source in sources.items():
-    records = source.__getitems__(range(len(source))) if len(source) else []
-    x = np.stack([np.asarray(r[x_key]) for r in records]) if records else np.zeros((0, 0))
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    splits[split] = {"x": x.reshape(len(x), -1).astype(np.float32) / scale,
-                     "y": np.array([r[y_key] for r in records], np.int32)}
-  return Dataset(f"tfds/{name}", splits, num_classes=int(num_classes))
+  return sources, num_classes
+
+
+def tfds_arrays(records, x_key: str = "image", y_key: str = "label") -> dict[str, np.ndarray]:
+  """TFDS examples as {'x': float32 [N, D] (uint8 scaled to [0, 1]), 'y': int32 [N]}: the one
+  decoding of both input paths (in memory here, streamed in lmsys.input_pipeline)."""
+  x = np.stack([np.asarray(r[x_key]) for r in records]) if len(records) else np.zeros((0, 0))
+  scale = 255.0 if x.dtype == np.uint8 else 1.0
+  return {"x": x.reshape(len(x), -1).astype(np.float32) / scale,
+          "y": np.array([r[y_key] for r in records], np.int32)}
 
 
 # ---------------------------------------------------------------- arrays
@@ -397,22 +529,40 @@ def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
   return perm
 
 
+def batch_rows(size: int, batch_size: int, seed: int, step: int,
+               process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """Dataset indices of process `process_index`'s rows of the global batch at `step`.
+
+  The global batch is positions [step*B, (step+1)*B) of the endless sequence of
+  epochs, each epoch a permutation seeded by (seed, epoch); process p of P takes
+  the p-th contiguous block of B/P positions. So the global batch (and training)
+  is the same for any number of processes, and each computes only its own rows.
+  """
+  if batch_size % process_count:
+    raise ConfigError(f"batch size {batch_size} is not divisible by the {process_count} processes")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+  rows = batch_size // process_count
+  start = step * batch_size + process_index * rows
+  positions = np.arange(start, start + rows)
+  epochs, offsets = positions // size, positions % size
+  idx = np.empty(rows, dtype=np.int64)
+  for epoch in np.unique(epochs):
+    sel = epochs == epoch
+    idx[sel] = epoch_permutation(seed, int(epoch), size)[offsets[sel]]
+  return idx
+
+
 def make_batch_fn(arrays: dict[str, np.ndarray], batch_size: int, seed: int
-                  ) -> Callable[[int], dict[str, np.ndarray]]:
-  """step -> batch: rows [step*B, (step+1)*B) of the endless sequence of epochs,
-  each epoch a permutation seeded by (seed, epoch)."""
+                  ) -> Callable[..., dict[str, np.ndarray]]:
+  """(step, process_index=0, process_count=1) -> this process's rows of the global
+  batch at `step` (see `batch_rows`); the trainer passes the process arguments."""
   size = len(next(iter(arrays.values())))
   if size == 0:
     raise ConfigError("cannot batch an empty dataset")
 
-  def batch_fn(step: int) -> dict[str, np.ndarray]:
-    start = step * batch_size
-    positions = np.arange(start, start + batch_size)
-    epochs, offsets = positions // size, positions % size
-    idx = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(epochs):
-      sel = epochs == epoch
-      idx[sel] = epoch_permutation(seed, int(epoch), size)[offsets[sel]]
+  def batch_fn(step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+    idx = batch_rows(size, batch_size, seed, step, process_index, process_count)
     return {k: v[idx] for k, v in arrays.items()}
 
   return batch_fn

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import numbers
+from typing import Callable
 
 import numpy as np
 
@@ -33,7 +34,9 @@ class Writer:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _drop_cut_line(path)
+    self._jsonl = open(path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -48,6 +51,37 @@ class Writer:
       for k, v in values.items():
         if isinstance(v, float):
           self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+  def rewind(self, drop: Callable[[dict], bool], purge_step: int | None = None) -> int:
+    """Removes the rows `drop` selects from metrics.jsonl (atomically); returns how many.
+
+    For a resume (lmsys.trainer): rows written after the restored checkpoint are
+    written again, so they are removed rather than duplicated. TensorBoard event
+    files are append-only; with `purge_step`, TensorBoard hides every event at
+    steps >= purge_step written before this point (tensorboardX's purge_step).
+    """
+    if self._jsonl is None:
+      return 0
+    path = self._jsonl.name
+    self._jsonl.flush()
+    with open(path, "rb") as f:
+      lines = [line for line in f.read().split(b"\n") if line.strip()]
+    kept = [line for line in lines if not drop(_row(line))]
+    if len(kept) < len(lines):
+      self._jsonl.close()
+      tmp = path + ".tmp"
+      with open(tmp, "wb") as f:
+        f.write(b"".join(line + b"\n" for line in kept))
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+      self._jsonl = open(path, "a")
+      if purge_step is not None and self._tb is not None:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        logdir = self._tb.logdir
+        self._tb.close()
+        self._tb = SummaryWriter(logdir, purge_step=purge_step)
+    return len(lines) - len(kept)
 
   def flush(self):
     if self._jsonl is None:
@@ -68,6 +102,27 @@ class Writer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _row(line: bytes) -> dict:
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return {}
+  return row if isinstance(row, dict) else {}
+
+
+def _drop_cut_line(path: str) -> None:
+  """Truncates a last line cut short by a kill (no final newline), so appends start clean."""
+  if not os.path.exists(path) or os.path.getsize(path) == 0:
+    return
+  with open(path, "rb+") as f:
+    f.seek(-1, os.SEEK_END)
+    if f.read(1) == b"\n":
+      return
+    f.seek(0)
+    content = f.read()
+    f.truncate(content.rfind(b"\n") + 1)
 
 
 def pyplot():

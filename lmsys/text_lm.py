@@ -54,7 +54,12 @@ def check_available(data_dir: str | None = None) -> None:
 
 
 def read_documents(data_dir: str | None = None) -> list[str]:
-  """FewCLUE unlabeled sentences and KgCLUE questions, in a fixed order."""
+  """FewCLUE unlabeled sentences and KgCLUE questions, in a fixed order.
+
+  A malformed source file (bad JSON line, not UTF-8) is one ConfigError naming
+  the file and line (lmsys.data.read_json_lines). An empty file is allowed (the
+  real cluewsc/unlabeled.json is empty); no documents at all is an error.
+  """
   docs = []
   for path, field in _sources(data_dir):
     for record in data.read_json_lines(path, allow_empty=True):
@@ -94,16 +99,28 @@ def load_corpus(data_dir: str | None, heldout_fraction: float = 0.05, min_count:
   return CharCorpus(vocab, train, heldout, info)
 
 
-def window_batch(stream: np.ndarray, batch_size: int, length: int, seed: int, step: int) -> np.ndarray:
-  """[batch_size, length + 1] random windows; a pure function of (seed, step) for resumable runs."""
+def window_batch(stream: np.ndarray, batch_size: int, length: int, seed: int, step: int,
+                 process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """[batch_size / process_count, length + 1] random windows: process `process_index`'s
+  contiguous block of the global batch; a pure function of (seed, step) for resumable runs.
+
+  Every process draws all batch_size window starts (integers, cheap) so the global
+  batch is the same for any process count, and cuts only its own windows.
+  """
+  if batch_size % process_count:
+    raise ValueError(f"batch size {batch_size} is not divisible by the {process_count} processes")
   rng = np.random.default_rng([seed, step])
   starts = rng.integers(0, stream.size - length - 1, size=batch_size)
-  return np.stack([stream[s: s + length + 1] for s in starts])
+  rows = batch_size // process_count
+  return np.stack([stream[s: s + length + 1] for s in starts[process_index * rows:(process_index + 1) * rows]])
 
 
 def heldout_windows(stream: np.ndarray, length: int, max_windows: int | None = None) -> np.ndarray:
   """Consecutive non-overlapping [N, length + 1] windows covering the held-out stream."""
   count = (stream.size - 1) // length
+  if count < 1:
+    raise ConfigError(f"char corpus: {stream.size} held-out tokens, too few for one window of "
+                      f"{length + 1} (context {length}); use more documents or a shorter context")
   if max_windows:
     count = min(count, max_windows)
   return np.stack([stream[i * length: i * length + length + 1] for i in range(count)])

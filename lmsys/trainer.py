@@ -3,7 +3,8 @@
 Read top to bottom like big_vision's train.py: optimizer, mesh and state,
 update step, checkpoint restore, train loop. Design choices, each for a reason:
 
-- Batches come from `batch_fn(step)` and the step's randomness is
+- Batches come from `batch_fn(step, process_index=, process_count=)` (each
+  process builds only its rows) and the step's randomness is
   `fold_in(key(seed), step)` inside the jitted step, so a resumed run draws
   exactly the numbers an uninterrupted run would (bitwise equal on CPU).
 - The batch is sharded over a `data` mesh axis of every device and the state is
@@ -11,17 +12,26 @@ update step, checkpoint restore, train loop. Design choices, each for a reason:
 - The step is compiled once, ahead of time, on the first batch; the compile
   time goes to metrics.jsonl as its own row (split "compile"), and steps/s
   counts neither it nor the eval and checkpoint pauses.
-- A non-finite loss is recorded inside the step (no host sync per step) and
-  reported at the next log/eval/checkpoint boundary with the step where it
-  happened, before anything is saved, so the last good checkpoint stays intact.
+- A non-finite loss, gradient or parameter is recorded inside the step (a
+  finite flag per gradient and parameter leaf, reduced to a few scalars; no
+  host sync) and reported at the next log/eval/checkpoint boundary with the
+  step where it happened and the first offending parameter path, before
+  anything is saved, so the last good checkpoint stays intact.
+- Resume and faults (docs/reliability.md): the newest readable checkpoint is
+  restored (unreadable ones are moved aside); metrics rows this trainer wrote
+  after it are removed, since the resume writes them again; SIGTERM/SIGINT
+  finish the step in flight, save a checkpoint and stop with `Interrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -37,7 +47,15 @@ from lmsys.config import ConfigError, check_positive_int, get
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN/inf; the message names the step."""
+  """The loss, a gradient or a parameter became NaN/inf; the message names the step and path."""
+
+
+class Interrupted(Exception):
+  """SIGTERM/SIGINT stopped training after saving a checkpoint; the message says where."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
 
 
 @dataclasses.dataclass
@@ -107,10 +125,71 @@ def _write_split(name: str, split: str) -> str:
 def train(config, workdir: str, writer, *,
           init_fn: Callable[[jax.Array], Any],
           loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
-          batch_fn: Callable[[int], Any],
+          batch_fn: Callable[..., Any],
           eval_fn: Callable[[Any], dict] | None = None,
           name: str = "") -> TrainResult:
   """Trains params from `init_fn` on `loss_fn`; resumes from `workdir/checkpoints`."""
+  with _stop_signals() as received:
+    return _train(config, workdir, writer, init_fn=init_fn, loss_fn=loss_fn, batch_fn=batch_fn,
+                  eval_fn=eval_fn, name=name, received=received)
+
+
+@contextlib.contextmanager
+def _stop_signals():
+  """Records SIGTERM/SIGINT (preemption, Ctrl-C) in a list the loop polls once a step.
+
+  The loop then saves a checkpoint and raises `Interrupted`. A second signal
+  gets the previous handler (a second Ctrl-C interrupts at once). Signals can
+  only be caught on the main thread; elsewhere nothing is installed.
+  """
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = {}
+
+  def handler(signum, frame):
+    del frame
+    received.append(signum)
+    signal.signal(signum, previous[signum])
+
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    previous[sig] = signal.signal(sig, handler)
+    if previous[sig] is None:  # installed outside Python
+      previous[sig] = signal.SIG_DFL
+  try:
+    yield received
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
+
+
+def _stale_row(row: dict, step: int, name: str) -> bool:
+  """A metrics row of this trainer that a resume from `step` writes again.
+
+  Its own splits (train/eval/compile, or `<name>/...` for a named run) at
+  steps after `step`, and those at `step` other than train/eval (which precede
+  the checkpoint at `step`; a compile or summary row at `step` comes after it).
+  """
+  split, row_step = str(row.get("split", "")), row.get("step", -1)
+  own = split.startswith(f"{name}/") if name else split in ("train", "eval", "compile")
+  if not own or not isinstance(row_step, (int, float)):
+    return False
+  return row_step > step or (row_step == step and split.rsplit("/", 1)[-1] not in ("train", "eval"))
+
+
+def _finite_leaves(tree) -> jax.Array:
+  """[number of leaves] bool: leaf i has no NaN/inf (one reduction a leaf, fused by XLA)."""
+  return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)])
+
+
+def _param_paths(params) -> list[str]:
+  """'params/Dense_0/kernel', ... in leaf order (the order of `_finite_leaves`)."""
+  return ["params/" + jax.tree_util.keystr(path, simple=True, separator="/")
+          for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+
+
+def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name, received) -> TrainResult:
   tc = config.train
   num_steps = tc.num_steps
   # Plain ints: the loop reads them every step, and a ConfigDict lookup is not free.
@@ -129,7 +208,12 @@ def train(config, workdir: str, writer, *,
     params = init_fn(key)
     return {"params": params, "opt_state": tx.init(params),
             "step": jnp.zeros((), jnp.int32),
-            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+            "nonfinite_step": jnp.full((), -1, jnp.int32),
+            # What was first non-finite (bits: 1 loss, 2 gradient, 4 parameter) and the
+            # index of the first such gradient/parameter leaf. Not checkpointed (a save only
+            # happens while they are unset), so older checkpoints still restore.
+            "nonfinite_kind": jnp.zeros((), jnp.int32),
+            "nonfinite_leaf": jnp.zeros((), jnp.int32)}
 
   abstract_state = jax.eval_shape(init_state, init_key)
   state_shardings = jax.tree.map(lambda _: replicated, abstract_state)
@@ -141,14 +225,21 @@ def train(config, workdir: str, writer, *,
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
-    # Record the first non-finite step (a scalar select, no host sync). The
-    # state is not frozen: the host raises at the next boundary, before any save.
-    first_bad = (state["nonfinite_step"] < 0) & ~jnp.isfinite(loss)
+    # Record the first non-finite step, what it was and where (scalar selects, no
+    # host sync). The state is not frozen: the host raises at the next boundary,
+    # before any save; by then the NaNs have spread, so the place is recorded here.
+    grads_ok, params_ok = _finite_leaves(grads), _finite_leaves(new_params)
+    kind = (jnp.where(jnp.isfinite(loss), 0, 1) | jnp.where(grads_ok.all(), 0, 2)
+            | jnp.where(params_ok.all(), 0, 4))
+    leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
+    first_bad = (state["nonfinite_step"] < 0) & (kind > 0)
     new_state = {
         "params": new_params,
         "opt_state": opt_state,
         "step": step + 1,
         "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
+        "nonfinite_kind": jnp.where(first_bad, kind, state["nonfinite_kind"]),
+        "nonfinite_leaf": jnp.where(first_bad, leaf, state["nonfinite_leaf"]),
     }
     # The logged values are those of the logged step itself; the gradient norm (a
     # reduction over every parameter) is only worth its cost on the steps that log it.
@@ -165,12 +256,20 @@ def train(config, workdir: str, writer, *,
   ckpt_dir = os.path.join(workdir, "checkpoints", name) if name else os.path.join(workdir, "checkpoints")
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=get(config, "train.keep_checkpoints", 3))
   meta = {"name": name, "seed": config.seed, "num_steps": num_steps}
-  latest = mngr.latest_step()
-  if latest is not None:
-    state, _ = checkpoint.restore(mngr, latest, checkpoint.abstract_like(abstract_state, state_shardings))
-  else:
+  saved = lambda tree: {k: v for k, v in tree.items() if k not in ("nonfinite_kind", "nonfinite_leaf")}
+  param_paths = _param_paths(abstract_state["params"])
+  restored = checkpoint.restore_latest(
+      mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
+  if restored is None:
     state = jax.jit(init_state, out_shardings=state_shardings)(init_key)
+  else:
+    zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)
+    state = {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
   start = int(state["step"])
+  # Rows written after that checkpoint (by a killed run) are written again below: remove them.
+  # TensorBoard hides its later events too, for an unnamed run (a workdir's named runs share
+  # one event directory, where a purge would hide the other runs' later steps).
+  writer.rewind(lambda row: _stale_row(row, start, name), purge_step=None if name else start + 1)
 
   def host_local(tree):
     # Replicated arrays of a multi-host mesh as this host's copy, so eval code
@@ -182,20 +281,36 @@ def train(config, workdir: str, writer, *,
   def check_finite(state):
     bad = int(state["nonfinite_step"])
     if bad >= 0:
-      mngr.wait_until_finished()
+      checkpoint.wait(mngr)
       last = mngr.latest_step()
+      kind, path = int(state["nonfinite_kind"]), param_paths[int(state["nonfinite_leaf"])]
+      what = "loss" if kind & 1 else "gradient" if kind & 2 else "parameter"
+      where = (f"first non-finite gradient: {path}" if kind & 2 else
+               f"first non-finite parameter: {path}" if kind & 4 else "gradients and parameters finite")
       raise NonFiniteLossError(
-          f"non-finite loss at step {bad}{f' ({name})' if name else ''}; training stopped, "
+          f"non-finite {what} at step {bad}{f' ({name})' if name else ''}; {where}; training stopped, "
           f"last good checkpoint: {'none' if last is None else f'step {last}'} in {ckpt_dir}")
 
-  def put_batch(batch):
+  # Per-host input: a batch_fn taking process_index/process_count builds only this
+  # process's rows of the global batch (lmsys.data.batch_rows); one taking only
+  # the step builds the whole global batch and each process keeps its slice.
+  per_host_input = "process_index" in inspect.signature(batch_fn).parameters
+
+  def put_batch(step):
+    processes, index = jax.process_count(), jax.process_index()
+    if per_host_input:
+      batch = batch_fn(step, process_index=index, process_count=processes)
+    else:
+      batch = batch_fn(step)
+      if processes > 1:
+        rows = config.train.batch_size // processes
+        batch = jax.tree.map(lambda a: a[index * rows:(index + 1) * rows], batch)
     # On one host, jit shards host arrays itself (cheaper than a device_put per
-    # step); across hosts each process holds its slice of the global batch.
-    if jax.process_count() == 1:
+    # step); across hosts the process's rows become its shards of the global batch.
+    if processes == 1:
       return batch
-    rows = config.train.batch_size // jax.process_count()
-    local = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(data_sharding, a[local]), batch)
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(
+        data_sharding, a, (config.train.batch_size, *a.shape[1:])), batch)
 
   # -- Train loop -------------------------------------------------------------
   show_bar = bool(get(config, "train.progress_bar", True)) and sys.stderr.isatty()
@@ -207,14 +322,14 @@ def train(config, workdir: str, writer, *,
   # Ahead of time, on the first batch: the step is compiled exactly once per
   # run (a batch of another shape or dtype is an error here, never a silent
   # recompilation), and the compile time is reported on its own.
-  first_batch = put_batch(batch_fn(start)) if start < num_steps else None
+  first_batch = put_batch(start) if start < num_steps else None
   if first_batch is not None:
     with timing.Stopwatch() as compile_watch:
       update = update.lower(state, first_batch).compile()
     writer.write(start, _write_split(name, "compile"), compile_seconds=compile_watch.seconds)
 
   for step in range(start, num_steps):
-    batch = first_batch if step == start else put_batch(batch_fn(step))
+    batch = first_batch if step == start else put_batch(step)
     state, metrics = update(state, batch)
     done = step + 1
     bar.update(1)
@@ -236,11 +351,20 @@ def train(config, workdir: str, writer, *,
       eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
       writer.write(done, _write_split(name, "eval"), eval_metrics)
       paused += time.perf_counter() - pause_start
-    if done % checkpoint_every == 0 or is_last:
+    saves = done % checkpoint_every == 0 or is_last
+    if saves:
       check_finite(state)
       pause_start = time.perf_counter()
-      checkpoint.save(mngr, done, state, meta)
+      checkpoint.save(mngr, done, saved(state), meta)
       paused += time.perf_counter() - pause_start
+    if received:  # SIGTERM/SIGINT: the step in flight is done; save it (if not just saved) and stop
+      check_finite(state)
+      if not saves:
+        checkpoint.save(mngr, done, saved(state), meta)
+      checkpoint.wait(mngr)
+      bar.close()
+      raise Interrupted(f"{signal.Signals(received[0]).name}: stopped at step {done}{f' ({name})' if name else ''}; "
+                        f"checkpoint saved in {ckpt_dir}; run the same command to resume", received[0])
   bar.close()
   if timed_steps:
     jax.block_until_ready(state)
@@ -248,7 +372,7 @@ def train(config, workdir: str, writer, *,
 
   if start >= num_steps and eval_fn is not None:  # resumed a finished run: report, don't retrain
     eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
-  mngr.wait_until_finished()
+  checkpoint.wait(mngr)
   mngr.close()
   writer.flush()
   return TrainResult(params=host_local(state["params"]), step=int(state["step"]), train_metrics=train_metrics,

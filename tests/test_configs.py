@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 
 from experiments import run as run_lib
+from experiments import sweep as sweep_main
 from lmsys import config as config_lib
+from lmsys import sweep
 from tests import fixture_data
 from tests.conftest import REPO
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.stem.startswith("_"))
 # Smoke-run end to end by their own test files.
-RUN_ELSEWHERE = {"mlp", "logreg", "vae"}
+RUN_ELSEWHERE = {"mlp", "logreg", "vae",
+                 "bert_pretrain", "nsp_bert"}  # tests/test_bert_pretrain.py runs both smokes, chained
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -38,6 +41,27 @@ def test_config_is_documented_and_validates(name, fixture_data_env):
     module = run_lib.load_experiment(config)
     if arg == "smoke":
       module.validate(config)
+
+
+# Configs with a get_sweep(arg): experiments/sweep.py runs their trials.
+SWEPT = sorted(p.stem for p in (REPO / "configs").glob("*.py") if "def get_sweep(" in p.read_text())
+
+
+def test_configs_whose_notes_call_for_a_scan_define_a_sweep():
+  assert {"attention_approx", "logreg", "mlp", "vae"} <= set(SWEPT)
+
+
+@pytest.mark.parametrize("name", SWEPT)
+def test_config_sweep_validates(name, fixture_data_env, monkeypatch):
+  """Every trial's keys and types against the config; for :smoke also every trial through the
+  runner's own command-line parsing and the experiment's validate() (the default variant's
+  data may be absent here)."""
+  monkeypatch.chdir(REPO)
+  path = f"configs/{name}.py"
+  names = sweep.validate(config_lib.load_config_file(path), sweep.load_sweep(path), source=path)
+  assert len(names) >= 2
+  trials = sweep_main.plan(f"{path}:smoke", "/tmp/unused-sweep-dir", [])
+  assert len(trials) >= 2 and len({t["name"] for t in trials}) == len(trials)
 
 
 # Smoke configs that read FewCLUE / KgCLUE (squareplus through the char LM of attention_lm).

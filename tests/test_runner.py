@@ -118,3 +118,18 @@ def test_loading_a_config_imports_no_jax():
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == "", f"loading configs imported {out.stdout.strip()}"
+
+
+def test_an_experiment_may_declare_evaluation_only_keys_for_resume():
+  from lmsys import config as config_lib
+  old = {"train": {"num_steps": 10}, "decode": {"runs": {"a": [1, True]}}, "model": {"width": 8}}
+  new_decode = {"train": {"num_steps": 10}, "decode": {"runs": {"a": [1, True], "b": [5, True]}},
+                "model": {"width": 8}}
+  with pytest.raises(config_lib.ConfigError, match="decode.runs.b"):
+    config_lib.check_resume_compatible(old, new_decode)
+  config_lib.check_resume_compatible(old, new_decode, evaluation_keys=("decode.",))
+  new_model = dict(new_decode, model={"width": 16})
+  with pytest.raises(config_lib.ConfigError, match="model.width"):
+    config_lib.check_resume_compatible(old, new_model, evaluation_keys=("decode.",))
+  import experiments.kgclue
+  assert "decode." in experiments.kgclue.EVALUATION_KEYS

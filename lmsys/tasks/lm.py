@@ -77,8 +77,8 @@ def train_lm(config, workdir, writer, text, kind: str, params: dict, context: in
       run_config, workdir, writer,
       init_fn=lambda rng: model.init(rng, jnp.zeros((1, context), jnp.int32))["params"],
       loss_fn=loss_fn,
-      batch_fn=lambda step: {"tokens": text_lm.window_batch(text.train, batch_size, context,
-                                                            config.seed, step)},
+      batch_fn=lambda step, process_index=0, process_count=1: {"tokens": text_lm.window_batch(
+          text.train, batch_size, context, config.seed, step, process_index, process_count)},
       eval_fn=make_eval_fn(model, windows),
       name=name)
   return model, result
