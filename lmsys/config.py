@@ -108,14 +108,20 @@ RESUME_SAFE_KEYS = (
 )
 
 
-def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """Imports `path` and calls its `get_config(arg)`; usable from notebooks."""
+def load_config_module(path: str):
+  """Imports a config file as a module (its `get_config`, and `get_sweep` where it has one)."""
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"lmsys_config_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Imports `path` and calls its `get_config(arg)`; usable from notebooks."""
+  module = load_config_module(path)
   return module.get_config(arg) if arg is not None else module.get_config()
 
 

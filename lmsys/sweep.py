@@ -17,13 +17,12 @@ imports no jax (planning a sweep stays cheap).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import os
 import re
 import subprocess
-from typing import Any
 
+from lmsys import config as config_lib
 from lmsys.config import ConfigError
 
 SWEEP_FILE = "sweep.json"         # DIR/sweep.json: config, arg, overrides, the trials
@@ -176,12 +175,7 @@ def override_flags(trial: dict) -> list[str]:
 
 def load_sweep(path: str, arg: str | None = None) -> list[dict]:
   """Imports the config file and calls its `get_sweep(arg)` (usable from notebooks)."""
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path}")
-  name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f"lmsys_sweep_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_config_module(path)
   if not callable(getattr(module, "get_sweep", None)):
     raise ConfigError(f"{path} defines no get_sweep(arg): nothing to sweep")
   return module.get_sweep(arg) if arg is not None else module.get_sweep()

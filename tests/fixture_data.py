@@ -290,3 +290,32 @@ def write_vocab(directory, characters) -> int:
 if __name__ == "__main__":
   import sys
   print(json.dumps(write_fixture_data(sys.argv[1]), ensure_ascii=False, indent=1))
+
+
+def write_tiny_tfds(root) -> str:
+  """Prepares the TFDS dataset `tiny_lmsys` (array_record) under `root`: train 10 / test 3
+  records of a 3x2 uint8 image filled with 20 * i and label i % 4. Skips the calling test
+  where tensorflow_datasets (the tfds extra) is not installed."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
+
+  class TinyLmsys(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+    # No checksum file to look up next to this module (etils' lookup wants importlib_resources).
+    url_infos = None
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Tensor(shape=(3, 2), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=4)}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(10), "test": self._generate_examples(3)}
+
+    def _generate_examples(self, n):
+      for i in range(n):
+        yield i, {"image": np.full((3, 2), 20 * i, np.uint8), "label": i % 4}
+
+  TinyLmsys(data_dir=str(root), file_format="array_record").download_and_prepare()
+  return str(root)

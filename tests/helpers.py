@@ -1,8 +1,11 @@
 """Small utilities for tests that run the real entry point."""
 
+import contextlib
 import os
+import select
 import subprocess
 import sys
+import time
 
 from tests.conftest import REPO
 
@@ -13,3 +16,36 @@ def run_cli(args, env=None, timeout=300):
   full_env.setdefault("PYTHONPATH", str(REPO))
   return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=REPO,
                         env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def in_repo_root():
+  """Runs the block from the repository root (where `configs/...` paths resolve), then returns."""
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    yield
+  finally:
+    os.chdir(cwd)
+
+
+def run_main(args):
+  """`experiments.run.main(args)` in this process, from the repository root; its exit code."""
+  from experiments import run as run_lib  # pylint: disable=g-import-not-at-top
+  with in_repo_root():
+    return run_lib.main(args)
+
+
+def wait_for_line(proc, text, timeout):
+  """True once a line of `proc.stdout` contains `text`; False at EOF or after `timeout` seconds."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
+    if not ready:
+      break
+    line = proc.stdout.readline()
+    if not line:  # EOF: the process ended
+      return False
+    if text in line:
+      return True
+  return False

@@ -7,18 +7,13 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from experiments import run as run_lib
 from lmsys import analysis
 from tests.conftest import REPO
+from tests.helpers import run_main
 
 
 def _make_run(workdir, *extra):
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    assert run_lib.main(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", *extra]) == 0
-  finally:
-    os.chdir(cwd)
+  assert run_main(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", *extra]) == 0
 
 
 def test_load_run_and_restore_without_model(tmp_path):

@@ -3,17 +3,16 @@ and dev text out, pairs and masks follow BERT's recipe, batches are a pure funct
 (seed, step), and the smoke pretraining run feeds the zero-shot command."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from experiments import run as run_lib
 from lmsys import config as config_lib
 from lmsys import data, nsp, wordpiece
 from lmsys.tasks import bert_pretrain
 from tests import fixture_data
 from tests.conftest import REPO
+from tests.helpers import run_main
 
 
 @pytest.mark.parametrize("text, halves", [
@@ -104,13 +103,7 @@ def test_batches_are_a_pure_function_of_seed_and_step(corpus_and_tokenizer):
   assert not np.array_equal(make(1)(5)["input_ids"], a(5)["input_ids"])
 
 
-def _run(args):
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    return run_lib.main(args)
-  finally:
-    os.chdir(cwd)
+_run = run_main
 
 
 @pytest.mark.slow

@@ -9,11 +9,9 @@ with and without the real data.
 
 import json
 import math
-import os
 
 import jax
 import ml_collections
-import numpy as np
 import pytest
 
 from experiments import run as run_lib
@@ -22,6 +20,7 @@ from lmsys import config as config_lib
 from lmsys import sweep
 from tests import fixture_data
 from tests.conftest import REPO
+from tests.helpers import run_main
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.stem.startswith("_"))
 # Smoke-run end to end by their own test files.
@@ -74,12 +73,7 @@ def test_missing_data_is_one_line_before_anything_is_written(name, tmp_path, mon
   get it, before any compute and before the workdir exists."""
   monkeypatch.delenv("LMSYS_DATA_DIR", raising=False)
   workdir = tmp_path / name
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    code = run_lib.main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}"])
-  finally:
-    os.chdir(cwd)
+  code = run_main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}"])
   err = capsys.readouterr().err.strip()
   assert code == 2 and len(err.splitlines()) == 1, err
   assert "LMSYS_DATA_DIR" in err and "github.com/CLUEbenchmark" in err, err
@@ -358,12 +352,7 @@ CONTENT_CHECKS = {"attention_cost": _check_attention_cost, "attention_approx": _
 def test_smoke_run_end_to_end(name, tmp_path, fixture_data_env):
   assert name in CONTENT_CHECKS, f"configs/{name}.py: add a content check of its smoke results here"
   workdir = tmp_path / name
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    assert run_lib.main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}"]) == 0
-  finally:
-    os.chdir(cwd)
+  assert run_main([f"--config=configs/{name}.py:smoke", f"--workdir={workdir}"]) == 0
   # results.json holds no NaN or inf (json writes them as bare NaN / Infinity).
   results = json.loads((workdir / "results.json").read_text(),
                        parse_constant=lambda c: pytest.fail(f"{name}: {c} in results.json"))

@@ -176,26 +176,7 @@ def test_fewclue_features_separate_the_fixture_classes(fixture_data_env):
 # ---------------------------------------------------------------- TFDS
 
 def test_tfds_tiny_dataset_built_locally(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
-
-  class TinyLmsys(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
-    # No checksum file to look up next to this module (etils' lookup wants importlib_resources).
-    url_infos = None
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Tensor(shape=(3, 2), dtype=np.uint8),
-          "label": tfds.features.ClassLabel(num_classes=4)}))
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples(10), "test": self._generate_examples(3)}
-
-    def _generate_examples(self, n):
-      for i in range(n):
-        yield i, {"image": np.full((3, 2), 20 * i, np.uint8), "label": i % 4}
-
-  TinyLmsys(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  fixture_data.write_tiny_tfds(tmp_path)
   ds = data.load_arrays("tfds/tiny_lmsys", data_dir=str(tmp_path))
   assert ds.num_classes == 4 and set(ds.splits) == {"train", "test"}
   x, y = ds["train"]["x"], ds["train"]["y"]

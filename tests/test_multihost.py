@@ -16,7 +16,7 @@ import pytest
 from lmsys import analysis, data, launch, text_lm
 from lmsys.config import ConfigError
 from tests.conftest import REPO
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for_line
 
 
 # ---------------------------------------------------------------- a TFDS dataset the tests build
@@ -268,7 +268,7 @@ def test_killing_one_host_then_restarting_both_resumes_to_the_same_parameters(tw
   procs = launch.start_local(_MH_ARGS + [f"--workdir={workdir}"], 2, 4, cwd=str(REPO), program=("-c", _COUNTING_RUN),
                              env={"HOLD_AT": str(hold_at)}, stdin=subprocess.PIPE, stderr=log)
   try:
-    held = _wait_for_line(procs[1], "holding after checkpoint", timeout=300)
+    held = wait_for_line(procs[1], "holding after checkpoint", timeout=300)
     assert held and procs[1].poll() is None, (
         f"process 1 never held at step {hold_at}: {(tmp_path / 'killed.stderr').read_text()[-3000:]}")
     os.kill(procs[1].pid, signal.SIGKILL)
@@ -301,19 +301,6 @@ def test_killing_one_host_then_restarting_both_resumes_to_the_same_parameters(tw
   assert steps == [10, 20, 30, 40]
 
 
-def _wait_for_line(proc, text, timeout):
-  import select
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
-    if not ready:
-      break
-    line = proc.stdout.readline()
-    if not line:  # EOF: the process ended
-      return False
-    if text in line:
-      return True
-  return False
 
 
 def _leaves(tree):

@@ -9,11 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from experiments import run as run_lib
 from lmsys import data, nsp, wordpiece
 from lmsys.config import ConfigError
 from tests import fixture_data
-from tests.conftest import REPO
+from tests.helpers import run_main
 
 
 def _records(task, split="dev_few_all"):
@@ -210,13 +209,7 @@ def test_bert_scorer_compiles_once_per_task(fixture_data_env):
 
 # ---------------------------------------------------------------- the zero-shot command
 
-def _run(args):
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    return run_lib.main(args)
-  finally:
-    os.chdir(cwd)
+_run = run_main
 
 
 @pytest.fixture(scope="module")

@@ -201,38 +201,18 @@ def test_char_corpus_with_no_documents_is_an_error(fixture_root):
 
 @pytest.fixture(scope="module")
 def tfds_root(tmp_path_factory):
-  tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
-
-  class TinyReliability(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("1.0.0")
-    url_infos = None
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Tensor(shape=(3, 2), dtype=np.uint8),
-          "label": tfds.features.ClassLabel(num_classes=4)}))
-
-    def _split_generators(self, dl_manager):
-      return {"train": self._generate_examples(10), "test": self._generate_examples(3)}
-
-    def _generate_examples(self, n):
-      for i in range(n):
-        yield i, {"image": np.full((3, 2), 20 * i, np.uint8), "label": i % 4}
-
-  root = tmp_path_factory.mktemp("tfds")
-  TinyReliability(data_dir=str(root), file_format="array_record").download_and_prepare()
-  return root
+  return fixture_data.write_tiny_tfds(tmp_path_factory.mktemp("tfds"))
 
 
 def test_tfds_damaged_array_record_file_names_split_file_and_record(tfds_root, tmp_path):
   import shutil
   root = tmp_path / "tfds"
   shutil.copytree(tfds_root, root)
-  assert data.load_arrays("tfds/tiny_reliability", data_dir=str(root))["train"]["x"].shape == (10, 6)
+  assert data.load_arrays("tfds/tiny_lmsys", data_dir=str(root))["train"]["x"].shape == (10, 6)
   with pytest.raises(ConfigError, match=r"split 'train' .*, record 0: no 'pixels' feature"):
-    data.load_arrays("tfds/tiny_reliability", data_dir=str(root), x_key="pixels")
-  (path,) = root.glob("tiny_reliability/1.0.0/*-test.array_record*")
+    data.load_arrays("tfds/tiny_lmsys", data_dir=str(root), x_key="pixels")
+  (path,) = root.glob("tiny_lmsys/1.0.0/*-test.array_record*")
   _truncate(str(path), os.path.getsize(path) // 2)
   with pytest.raises(ConfigError) as e:
-    data.load_arrays("tfds/tiny_reliability", data_dir=str(root))
+    data.load_arrays("tfds/tiny_lmsys", data_dir=str(root))
   assert f"split 'test' ({path}), record " in str(e.value) and "unreadable" in str(e.value), e.value

@@ -8,16 +8,10 @@ import pytest
 from experiments import run as run_lib
 from lmsys import analysis
 from tests.conftest import REPO
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_main
 
 
-def _main(args):
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    return run_lib.main(args)
-  finally:
-    os.chdir(cwd)
+_main = run_main
 
 
 def test_smoke_run_writes_the_workdir(tmp_path, capsys):

@@ -20,6 +20,7 @@ from lmsys import config as config_lib
 from lmsys import sweep
 from lmsys.config import ConfigError
 from tests.conftest import REPO
+from tests.helpers import in_repo_root
 
 MLP = REPO / "configs" / "mlp.py"
 
@@ -300,12 +301,8 @@ def test_load_runs_of_plain_runs_gives_their_status(tmp_path):
 def mlp_sweep(tmp_path_factory):
   """configs/mlp.py:smoke's sweep (activation x 2 seeds), two trials at a time."""
   out = tmp_path_factory.mktemp("sweep") / "mlp"
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
+  with in_repo_root():
     code = sweep_main.main(["--config", "configs/mlp.py:smoke", "--workdir", str(out), "--parallel", "2"])
-  finally:
-    os.chdir(cwd)
   assert code == 0
   return out
 

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from lmsys import analysis, checkpoint, config as config_lib, data, launch, metrics, trainer
 from lmsys.tasks import classification
 from tests.conftest import REPO
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for_line
 
 MLP_CONFIG = str(REPO / "configs" / "mlp.py")
 
@@ -42,19 +41,6 @@ sys.exit(run.main(sys.argv[2:]))
 """
 
 
-def _wait_for_line(proc, text, timeout):
-  import select
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.time()))
-    if not ready:
-      break
-    line = proc.stdout.readline()
-    if not line:  # EOF: the process ended
-      return False
-    if text in line:
-      return True
-  return False
 
 
 @pytest.mark.slow
@@ -72,7 +58,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
                              f"--workdir={workdir}"], cwd=REPO, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
     try:
-      held = _wait_for_line(proc, "holding after checkpoint", timeout=300)
+      held = wait_for_line(proc, "holding after checkpoint", timeout=300)
       assert held and proc.poll() is None, (
           f"the run never held at step {hold_at}: {(tmp_path / 'killed.stderr').read_text()[-2000:]}")
       os.kill(proc.pid, signal.SIGKILL)
