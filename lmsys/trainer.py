@@ -12,11 +12,12 @@ update step, checkpoint restore, train loop. Design choices, each for a reason:
 - The step is compiled once, ahead of time, on the first batch; the compile
   time goes to metrics.jsonl as its own row (split "compile"), and steps/s
   counts neither it nor the eval and checkpoint pauses.
-- A non-finite loss, gradient or parameter is recorded inside the step (a
-  finite flag per gradient and parameter leaf, reduced to a few scalars; no
-  host sync) and reported at the next log/eval/checkpoint boundary with the
-  step where it happened and the first offending parameter path, before
-  anything is saved, so the last good checkpoint stays intact.
+- A non-finite loss is recorded inside the step (a scalar, no host sync) and
+  the parameters are checked at every log/eval/checkpoint boundary, before
+  anything is saved, so the last good checkpoint stays intact. On a failure the
+  run is replayed from that checkpoint with a finite flag per gradient and
+  parameter leaf, to report the step where it happened and the first
+  offending parameter path (checking every leaf every step cost ~10% a step).
 - Resume and faults (docs/reliability.md): the newest readable checkpoint is
   restored (unreadable ones are moved aside); metrics rows this trainer wrote
   after it are removed, since the resume writes them again; SIGTERM/SIGINT
@@ -219,38 +220,51 @@ def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name
   state_shardings = jax.tree.map(lambda _: replicated, abstract_state)
 
   # -- Update step ------------------------------------------------------------
-  def train_step(state, batch):
-    step, params = state["step"], state["params"]
-    rng = jax.random.fold_in(step_key, step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
-    # Record the first non-finite step, what it was and where (scalar selects, no
-    # host sync). The state is not frozen: the host raises at the next boundary,
-    # before any save; by then the NaNs have spread, so the place is recorded here.
-    grads_ok, params_ok = _finite_leaves(grads), _finite_leaves(new_params)
-    kind = (jnp.where(jnp.isfinite(loss), 0, 1) | jnp.where(grads_ok.all(), 0, 2)
-            | jnp.where(params_ok.all(), 0, 4))
-    leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
-    first_bad = (state["nonfinite_step"] < 0) & (kind > 0)
-    new_state = {
-        "params": new_params,
-        "opt_state": opt_state,
-        "step": step + 1,
-        "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
-        "nonfinite_kind": jnp.where(first_bad, kind, state["nonfinite_kind"]),
-        "nonfinite_leaf": jnp.where(first_bad, leaf, state["nonfinite_leaf"]),
-    }
-    # The logged values are those of the logged step itself; the gradient norm (a
-    # reduction over every parameter) is only worth its cost on the steps that log it.
-    logs = ((step + 1) % log_every == 0) | (step + 1 == num_steps)
-    grad_norm = jax.lax.cond(logs, lambda g: optax.tree.norm(g).astype(jnp.float32),
-                             lambda g: jnp.zeros((), jnp.float32), grads)
-    metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
-    return new_state, metrics
+  def make_train_step(check_leaves: bool):
+    """The update step; check_leaves adds a finite flag per gradient and new-parameter leaf.
 
-  update = jax.jit(train_step, in_shardings=(state_shardings, data_sharding),
+    The loop runs the step without them: a non-finite loss is recorded every step
+    (a scalar), and the parameters are checked at every log/eval/checkpoint
+    boundary, before any save. Only when either fails is the step with leaf
+    flags compiled and the run replayed from its last checkpoint to find the
+    first bad step and leaf (`locate_nonfinite`): checking every leaf every
+    step cost +8-11% per step on small models (docs/results/trainer.md).
+    """
+    def train_step(state, batch):
+      step, params = state["step"], state["params"]
+      rng = jax.random.fold_in(step_key, step)
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+      updates, opt_state = tx.update(grads, state["opt_state"], params)
+      new_params = optax.apply_updates(params, updates)
+      # Record the first non-finite step, what it was and where (scalar selects, no host sync).
+      kind = jnp.where(jnp.isfinite(loss), 0, 1)
+      leaf = jnp.zeros((), jnp.int32)
+      if check_leaves:
+        grads_ok, params_ok = _finite_leaves(grads), _finite_leaves(new_params)
+        kind = kind | jnp.where(grads_ok.all(), 0, 2) | jnp.where(params_ok.all(), 0, 4)
+        leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
+      first_bad = (state["nonfinite_step"] < 0) & (kind > 0)
+      new_state = {
+          "params": new_params,
+          "opt_state": opt_state,
+          "step": step + 1,
+          "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
+          "nonfinite_kind": jnp.where(first_bad, kind, state["nonfinite_kind"]),
+          "nonfinite_leaf": jnp.where(first_bad, leaf, state["nonfinite_leaf"]),
+      }
+      # The logged values are those of the logged step itself; the gradient norm (a
+      # reduction over every parameter) is only worth its cost on the steps that log it.
+      logs = ((step + 1) % log_every == 0) | (step + 1 == num_steps)
+      grad_norm = jax.lax.cond(logs, lambda g: optax.tree.norm(g).astype(jnp.float32),
+                               lambda g: jnp.zeros((), jnp.float32), grads)
+      metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
+      return new_state, metrics
+
+    return jax.jit(train_step, in_shardings=(state_shardings, data_sharding),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+  update = make_train_step(check_leaves=False)
+  params_finite = jax.jit(lambda params: _finite_leaves(params).all())
 
   # -- Load checkpoint or initialise -----------------------------------------
   ckpt_dir = os.path.join(workdir, "checkpoints", name) if name else os.path.join(workdir, "checkpoints")
@@ -279,17 +293,49 @@ def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name
     return jax.tree.map(lambda a: a.addressable_data(0), tree)
 
   def check_finite(state):
-    bad = int(state["nonfinite_step"])
-    if bad >= 0:
-      checkpoint.wait(mngr)
-      last = mngr.latest_step()
-      kind, path = int(state["nonfinite_kind"]), param_paths[int(state["nonfinite_leaf"])]
+    """At a boundary, before any save: raise if the loss or a parameter went non-finite."""
+    if int(state["nonfinite_step"]) < 0 and bool(params_finite(state["params"])):
+      return
+    checkpoint.wait(mngr)
+    last = mngr.latest_step()
+    found = locate_nonfinite(int(state["step"]))
+    if found is None:  # not reproduced (a non-deterministic backend): say what was seen
+      bad = int(state["nonfinite_step"])
+      seen = f"loss at step {bad}" if bad >= 0 else f"parameter by step {int(state['step'])}"
+      message = (f"non-finite {seen}{f' ({name})' if name else ''}; replaying from "
+                 f"{'the start' if last is None else f'step {last}'} did not reproduce it, so the first bad "
+                 f"gradient/parameter is unknown")
+    else:
+      bad, kind, leaf = found
+      path = param_paths[leaf]
       what = "loss" if kind & 1 else "gradient" if kind & 2 else "parameter"
       where = (f"first non-finite gradient: {path}" if kind & 2 else
                f"first non-finite parameter: {path}" if kind & 4 else "gradients and parameters finite")
-      raise NonFiniteLossError(
-          f"non-finite {what} at step {bad}{f' ({name})' if name else ''}; {where}; training stopped, "
-          f"last good checkpoint: {'none' if last is None else f'step {last}'} in {ckpt_dir}")
+      message = f"non-finite {what} at step {bad}{f' ({name})' if name else ''}; {where}"
+    raise NonFiniteLossError(f"{message}; training stopped, last good checkpoint: "
+                             f"{'none' if last is None else f'step {last}'} in {ckpt_dir}")
+
+  def locate_nonfinite(stop):
+    """(step, kind, leaf) of the first non-finite loss/gradient/parameter before `stop`, or None.
+
+    Replays from the last checkpoint (or the initial state) with per-leaf flags:
+    batches and randomness are functions of the step, so the replay computes what
+    the run did (bitwise on CPU). Costs at most one checkpoint interval of steps,
+    and only when something went wrong.
+    """
+    restored = checkpoint.restore_latest(
+        mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
+    if restored is None:
+      replay = jax.jit(init_state, out_shardings=state_shardings)(init_key)
+    else:
+      zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)
+      replay = {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
+    checked = make_train_step(check_leaves=True)
+    for step in range(int(replay["step"]), stop):
+      replay, _ = checked(replay, put_batch(step))
+      if int(replay["nonfinite_step"]) >= 0:
+        return int(replay["nonfinite_step"]), int(replay["nonfinite_kind"]), int(replay["nonfinite_leaf"])
+    return None
 
   # Per-host input: a batch_fn taking process_index/process_count builds only this
   # process's rows of the global batch (lmsys.data.batch_rows); one taking only

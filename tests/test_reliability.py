@@ -362,6 +362,32 @@ def test_nonfinite_parameter_names_step_and_parameter(tmp_path):
   assert checkpoint.checkpoint_steps(os.path.join(tmp_path, "checkpoints")) == [10]
 
 
+def _nan_gradient_of_unused(params, poison):
+  """0 in value at every step, whatever `unused` holds; its gradient is NaN at the poisoned step.
+
+  After that step `unused` is NaN but the loss never depends on it: only the
+  trainer's parameter check at a boundary can see it.
+  """
+  import jax.numpy as jnp
+  u = params["unused"]
+  hidden = jnp.sqrt(jnp.where(poison > 0, u - 100.0, 1.0)).sum() * 0.0
+  return jnp.where(poison > 0, 0.0, hidden)
+
+
+def test_nonfinite_parameter_the_loss_never_sees_is_caught_before_the_next_save(tmp_path):
+  import jax.numpy as jnp
+  config = _smoke_config(40)
+  config.train.checkpoint_every, config.train.log_every = 10, 5
+  with pytest.raises(trainer.NonFiniteLossError) as e:
+    _train_poisoned(tmp_path, config, _nan_gradient_of_unused, {"unused": jnp.ones((3,), jnp.float32)})
+  # Found by the replay from the step-10 checkpoint: the step and the leaf, not just "by step 15".
+  assert "non-finite gradient at step 13" in str(e.value), e.value
+  assert "first non-finite gradient: params/unused;" in str(e.value)
+  ckpt_dir = os.path.join(tmp_path, "checkpoints")
+  assert checkpoint.checkpoint_steps(ckpt_dir) == [10]
+  assert all(np.isfinite(x).all() for x in _leaves(checkpoint.restore_raw(ckpt_dir)[0]["params"]))
+
+
 # ---------------------------------------------------------------- a full disk
 
 def test_failed_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):

@@ -125,6 +125,37 @@ def test_nan_in_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in _leaves(params))
 
 
+def test_a_nan_the_replay_does_not_reproduce_is_still_an_error_that_says_so(tmp_path):
+  # The trainer finds the first bad step by replaying from the last checkpoint; a fault that
+  # does not recur (here a batch poisoned only the first time step 13 is built) must still stop
+  # the run, with the step where the loss was seen and no invented parameter path.
+  config = config_lib.load_config_file(MLP_CONFIG, "smoke")
+  config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 40, 10, 5
+  dataset, train_x, _ = classification.load_standardized(config, config.data.name)
+  clean = data.make_batch_fn({"x": train_x, "y": dataset["train"]["y"]}, config.train.batch_size, config.seed)
+  built = []
+
+  def poisoned_once(step):
+    batch = clean(step)
+    built.append(step)
+    if step == 13 and built.count(13) == 1:
+      batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
+    return batch
+
+  from lmsys.models.mlp import MLP
+  import jax.numpy as jnp
+  model = MLP(hidden=(32,), num_classes=10)
+  with metrics.Writer(str(tmp_path)) as writer:
+    with pytest.raises(trainer.NonFiniteLossError) as e:
+      trainer.train(config, str(tmp_path), writer,
+                    init_fn=lambda rng: model.init(rng, jnp.zeros((1, 64)))["params"],
+                    loss_fn=classification.make_loss_fn(model), batch_fn=poisoned_once)
+  assert "non-finite loss at step 13" in str(e.value), e.value
+  assert "did not reproduce it" in str(e.value) and "last good checkpoint: step 10" in str(e.value)
+  assert built.count(13) == 2  # the replay ran over the step again
+  assert checkpoint.checkpoint_steps(os.path.join(str(tmp_path), "checkpoints")) == [10]
+
+
 def _trajectory(tx, params, grads):
   """Parameters after each of len(grads) updates of `tx`."""
   import optax
