@@ -3,7 +3,8 @@
 Two jitted copies of the trainer's update (the scripts/bench_trainer.py MLP on
 Fashion-MNIST-shaped random batches, Adam): one records only a non-finite loss
 (the check before issue 11), the other also flags every gradient and new
-parameter leaf with `lmsys.trainer._finite_leaves`, as the trainer does now.
+parameter leaf with `lmsys.trainer._finite_leaves`, as the trainer did in every step
+from issue 11 until 2026-12-02 (it now runs them only in a replay after a failure).
 Timed in CPU time of this process (less disturbed than wall time by other
 processes on a shared machine), alternating A/B rounds; reports the median of
 the per-round ratios with their spread, and XLA's cost analysis of each step.
