@@ -110,3 +110,28 @@ class Stopwatch:
 
   def __exit__(self, *exc):
     self.seconds = time.perf_counter() - self.start
+
+
+def keep_freed_memory() -> bool:
+  """Asks glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+
+  Why: on the CPU backend XLA allocates each call's large buffers (e.g. the
+  25 MiB transposes of attention at n = 8192) with malloc; glibc serves blocks
+  above its mmap threshold (at most 32 MiB) with fresh mmap pages and unmaps
+  them on free, so every call pays the kernel's page faults and zeroing again.
+  Measured 2026-12-02 (2-core CPU, docs/results/attention_cost.md): linear
+  attention at n = 8192 took 36-40 ms per call with the default and 22-31 ms
+  with this (forward only, 2 paired runs; 57-60 vs 44-52 ms in 3 paired runs
+  that also timed the backward pass). Equivalent to starting Python with MALLOC_MMAP_MAX_=0
+  MALLOC_TRIM_THRESHOLD_=<large>. Call it once, early; it changes this
+  process only. Returns False (and does nothing) where malloc is not glibc's.
+  """
+  import ctypes  # pylint: disable=g-import-not-at-top
+  try:
+    libc = ctypes.CDLL(None)
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+  # Largest int: never trim the heap's top; 0 mmapped blocks: every block from the heap.
+  return bool(mallopt(m_trim_threshold, 2**31 - 1)) and bool(mallopt(m_mmap_max, 0))

@@ -109,8 +109,12 @@ def main(argv=None):
                       help="causal chunk of the linear kinds (default: attention's per-backend default)")
   parser.add_argument("--target_seconds", type=float, default=1.0, help="timed seconds per row")
   parser.add_argument("--max_repeats", type=int, default=10)
+  parser.add_argument("--keep_freed_memory", action="store_true",
+                      help="glibc malloc keeps freed blocks (lmsys.timing.keep_freed_memory): no page "
+                           "faults on each call's fresh large buffers")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
+  kept = timing.keep_freed_memory() if args.keep_freed_memory else False
 
   device = jax.devices()[0]
   on_gpu = device.platform == "gpu"
@@ -123,7 +127,8 @@ def main(argv=None):
   default_chunk = getattr(A, "default_chunk_size", lambda: None)()
   chunk = args.chunk_size or default_chunk
   print(f"device: {device.device_kind} ({device.platform}); jax {jax.__version__}; "
-        f"h={args.heads} d={args.head_dim} batch 1; causal chunk {chunk}", flush=True)
+        f"h={args.heads} d={args.head_dim} batch 1; causal chunk {chunk}; "
+        f"malloc keeps freed memory: {kept}", flush=True)
 
   rows, slow = [], set()
   width = args.heads * args.head_dim
@@ -180,7 +185,7 @@ def main(argv=None):
   for k, v in ratios.items():
     print(f"  {k}: {v:.2f}")
   result = {"chunk_size": chunk, "device": device.device_kind, "platform": device.platform,
-            "jax": jax.__version__, "heads": args.heads, "head_dim": args.head_dim,
+            "jax": jax.__version__, "keep_freed_memory": kept, "heads": args.heads, "head_dim": args.head_dim,
             "rows": rows, "ratios": ratios}
   if args.json:
     with open(args.json, "w") as f:
