@@ -272,13 +272,17 @@ def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name
   meta = {"name": name, "seed": config.seed, "num_steps": num_steps}
   saved = lambda tree: {k: v for k, v in tree.items() if k not in ("nonfinite_kind", "nonfinite_leaf")}
   param_paths = _param_paths(abstract_state["params"])
-  restored = checkpoint.restore_latest(
-      mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
-  if restored is None:
-    state = jax.jit(init_state, out_shardings=state_shardings)(init_key)
-  else:
+
+  def restore_or_init():
+    """The state of the newest readable checkpoint, or the initial state if there is none."""
+    restored = checkpoint.restore_latest(
+        mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
+    if restored is None:
+      return jax.jit(init_state, out_shardings=state_shardings)(init_key)
     zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)
-    state = {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
+    return {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
+
+  state = restore_or_init()
   start = int(state["step"])
   # Rows written after that checkpoint (by a killed run) are written again below: remove them.
   # TensorBoard hides its later events too, for an unnamed run (a workdir's named runs share
@@ -323,13 +327,7 @@ def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name
     the run did (bitwise on CPU). Costs at most one checkpoint interval of steps,
     and only when something went wrong.
     """
-    restored = checkpoint.restore_latest(
-        mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
-    if restored is None:
-      replay = jax.jit(init_state, out_shardings=state_shardings)(init_key)
-    else:
-      zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)
-      replay = {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
+    replay = restore_or_init()
     checked = make_train_step(check_leaves=True)
     for step in range(int(replay["step"]), stop):
       replay, _ = checked(replay, put_batch(step))
