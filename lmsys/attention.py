@@ -230,16 +230,47 @@ def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, 
   """
   if mask is not None:  # select, not multiply: inf * 0 would be NaN for any inf feature
     phi_k = jnp.where(mask[:, :, None, None], phi_k, 0)
-  acc = _accumulator(v.dtype)
   v1 = _with_ones(v)
   if causal:
     out = _causal_linear_attention(phi_q, phi_k, v1, chunk_size or default_chunk_size(), key_offsets)
-  else:  # heads first, keys as [F, L]: plain [M, K] x [K, N] products, which XLA's CPU
-    # backend runs several times faster than [B, L, H, F] contracted over L
+  else:
     heads_first = lambda x: jnp.swapaxes(x, 1, 2)
-    kv = _einsum("bhfl,bhld->bhfd", jnp.transpose(phi_k, (0, 2, 3, 1)), heads_first(v1), acc)
-    out = heads_first(_einsum("bhlf,bhfd->bhld", heads_first(phi_q), kv.astype(phi_q.dtype), acc))
+    out = heads_first(_global_products(heads_first(phi_q), heads_first(phi_k), heads_first(v1)))
   return _normalise(out).astype(v.dtype)
+
+
+@jax.custom_vjp
+def _global_products(phi_q, phi_k, v1):
+  """phi(Q) (phi(K)^T [V, 1]), heads first: [B, H, L, F], [B, H, L, F], [B, H, L, Dv+1].
+
+  Heads lead so that each product is batched over a leading axis, which XLA's CPU
+  backend runs several times faster than [B, L, H, F] contracted over L. Keys stay
+  [L, F]: moving F before L is a real transpose that took longer than the product
+  itself (2026-12-03, n = 8192: 25 -> 14 ms for phi(K)^T [V, 1]). The VJP is written
+  out because the one autodiff derives puts L last in two of its four products and
+  transposes them back (n = 8192: 100-110 ms against 53-60 ms written out); being a
+  custom_vjp, this path has no forward-mode derivative (jax.jvp).
+  """
+  return _global_products_fwd(phi_q, phi_k, v1)[0]
+
+
+def _global_products_fwd(phi_q, phi_k, v1):
+  acc = _accumulator(v1.dtype)
+  kv = _einsum("bhlf,bhld->bhfd", phi_k, v1, acc).astype(phi_q.dtype)
+  return _einsum("bhlf,bhfd->bhld", phi_q, kv, acc), (phi_q, phi_k, v1, kv)
+
+
+def _global_products_bwd(residuals, g):
+  phi_q, phi_k, v1, kv = residuals
+  acc = g.dtype
+  g_q = _einsum("bhld,bhfd->bhlf", g, kv, acc)
+  g_kv = _einsum("bhlf,bhld->bhfd", phi_q, g, acc)
+  g_k = _einsum("bhld,bhfd->bhlf", v1, g_kv, acc)
+  g_v1 = _einsum("bhlf,bhfd->bhld", phi_k, g_kv, acc)
+  return g_q.astype(phi_q.dtype), g_k.astype(phi_k.dtype), g_v1.astype(v1.dtype)
+
+
+_global_products.defvjp(_global_products_fwd, _global_products_bwd)
 
 
 def _causal_linear_attention(phi_q, phi_k, v1, chunk_size, key_offsets=None):

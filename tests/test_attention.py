@@ -391,3 +391,20 @@ def test_causal_favor_gradients_are_finite_with_huge_padded_keys():
     grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)
     assert all(bool(jnp.isfinite(g).all()) for g in grads)
     np.testing.assert_array_equal(grads[1][0, 17:], 0)     # padded keys get no gradient
+
+
+@pytest.mark.parametrize("kind,params", KINDS[1:], ids=[f"{k}-{list(p.values())[0] if p else ''}" for k, p in KINDS[1:]])
+def test_linear_kinds_gradients_match_the_quadratic_form(kind, params):
+  """The non-causal path's VJP is written out (layouts for the CPU): it must be the true gradient."""
+  q, k, v = _qkv(14)
+  mask = jnp.stack([jnp.arange(23) < 23, jnp.arange(23) < 15])
+  cotangent = jnp.asarray(np.random.default_rng(15).normal(size=v.shape), jnp.float32)
+  kw = {**params, **({"projection": jnp.asarray(params["projection"])} if "projection" in params else {})}
+  for causal in (False, True):
+    def loss(attend_fn, q, k, v):
+      return jnp.sum(attend_fn(q, k, v, kind=kind, causal=causal, mask=mask, **kw) * cotangent)
+    fast = jax.jit(jax.grad(functools.partial(loss, functools.partial(A.attend, chunk_size=5)), argnums=(0, 1, 2)))
+    exact = jax.grad(functools.partial(loss, A.reference_attend), argnums=(0, 1, 2))
+    for name, g, ref in zip("qkv", fast(q, k, v), exact(q, k, v)):
+      np.testing.assert_allclose(g, ref, rtol=2e-4, atol=2e-4 * float(jnp.abs(ref).max()),
+                                 err_msg=f"d/d{name}, causal={causal}")
