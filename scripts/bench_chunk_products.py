@@ -35,6 +35,11 @@ def main():
                             max_repeats=20)
   print(f"n={n} h={h} d={d}; malloc keeps freed memory: {kept}")
   print(f"plain matmul [n, h*d] x [h*d, h*d]: {rate(2 * n * (h * d) ** 2, matmul):6.1f} GFLOP/s")
+  # Non-causal linear attention's read-out: one [n, F] x [F, Dv+1] product per head, no chunks.
+  whole = timing.benchmark(jnp.matmul, jnp.ones((h, n, d)), jnp.ones((h, d, d + 1)), target_seconds=0.5,
+                           max_repeats=20)
+  print(f"heads-batched, unchunked [h, n, F] x [h, F, Dv+1] (non-causal read-out): "
+        f"{rate(2 * h * n * d * (d + 1), whole):6.1f} GFLOP/s")
   print("C     scores [C,F]x[F,C]   intra [C,C]x[C,D]   states [F,C]x[C,D]   read-out [C,F]x[F,D]  (GFLOP/s)")
   for c in (int(x) for x in args.chunks.split(",")):
     g, dv = h * n // c, d + 1
