@@ -16,6 +16,7 @@ orbax); `save`/`wait` turn a failed write (e.g. a full disk) into one
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -78,8 +79,15 @@ def _save_error(mngr, error: BaseException, step: int | None = None) -> Checkpoi
     mngr.close()
   except Exception:  # pylint: disable=broad-except
     pass
+  # orbax's failed write tasks also report the same error when garbage-collected, at any
+  # later moment (often after the run's own error line): this error replaces them.
+  logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
   return CheckpointSaveError(f"checkpoint save of step {failed} failed in {directory}: {_one_line(error)}; "
                              f"last intact checkpoint: {f'step {intact[-1]}' if intact else 'none'}")
+
+
+def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
+  return not record.getMessage().startswith("Task exception was never retrieved")
 
 
 def _one_line(error: BaseException) -> str:
