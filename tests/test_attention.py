@@ -395,7 +395,8 @@ def test_causal_favor_gradients_are_finite_with_huge_padded_keys():
 
 @pytest.mark.parametrize("kind,params", KINDS[1:], ids=[f"{k}-{list(p.values())[0] if p else ''}" for k, p in KINDS[1:]])
 def test_linear_kinds_gradients_match_the_quadratic_form(kind, params):
-  """The non-causal path's VJP is written out (layouts for the CPU): it must be the true gradient."""
+  """The VJPs of the non-causal products and of the normaliser are written out (layouts and
+  fusions for the CPU): with the causal path's autodiff, they must give the true gradient."""
   q, k, v = _qkv(14)
   mask = jnp.stack([jnp.arange(23) < 23, jnp.arange(23) < 15])
   cotangent = jnp.asarray(np.random.default_rng(15).normal(size=v.shape), jnp.float32)

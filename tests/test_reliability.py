@@ -4,7 +4,9 @@ moment, SIGTERM/SIGINT, non-finite gradients and parameters, a full disk.
 Bad input files are in tests/test_reliability_data.py; the workdir lock in tests/test_workdir_lock.py.
 """
 
+import asyncio
 import errno
+import gc
 import glob
 import json
 import logging
@@ -416,9 +418,7 @@ def test_failed_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch
 
 
 def _unretrieved_task_error_is_logged():
-  import asyncio  # pylint: disable=g-import-not-at-top
-  import gc  # pylint: disable=g-import-not-at-top
-  import logging  # pylint: disable=g-import-not-at-top
+  """Whether asyncio logs a failed task that nobody awaited, when it is collected."""
   records = []
   handler = logging.Handler()
   handler.emit = records.append
@@ -438,8 +438,8 @@ def _unretrieved_task_error_is_logged():
   return any("never retrieved" in r.getMessage() for r in records)
 
 
-def test_an_unretrieved_task_error_is_logged_before_any_save_fails():
-  """The check above can fail: without a failed save, asyncio does log it."""
+def test_asyncio_logs_an_unretrieved_task_error_without_the_filter():
+  """The check above can fail: without the filter a failed save installs, asyncio logs it."""
   logger = logging.getLogger("asyncio")
   installed = checkpoint._drop_unretrieved_task_errors in logger.filters  # by an earlier failed save
   logger.removeFilter(checkpoint._drop_unretrieved_task_errors)
