@@ -17,7 +17,7 @@ of the attention matrices (softmax full rank, linear <= feature dimension).
 import ml_collections
 
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 
 VARIANTS = dict(smoke=False, steps=0)
 
@@ -62,7 +62,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   """The head dimension d of the random q, k, which sets every deterministic map's feature
-  dimension (linear: d; Taylor / limit of order P: lmsys.attention.feature_dim), against
+  dimension (linear: d; Taylor / limit of order P: lmsys.nn.attention.feature_dim), against
   the same FAVOR+ dimensions."""
   if config_lib.parse_arg(arg, **VARIANTS).smoke:
     return sweep.product({"random.head_dim": [8, 16]})

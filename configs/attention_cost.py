@@ -1,6 +1,6 @@
 """Note 2 (kexue 8610): where does a Transformer layer's time go as n grows?
 
-An analytic multiplication / FLOP counter (lmsys.flops) for a BERT-base layer
+An analytic multiplication / FLOP counter (lmsys.notes.attention_cost) for a BERT-base layer
 (h=12, d=64, FFN 4x), checked against XLA's cost analysis of the compiled
 flax EncoderLayer, and measured times (batch 1, float32) of the attention
 sub-layer, its n^2 core (both the fused jax.nn.dot_product_attention that

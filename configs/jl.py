@@ -9,7 +9,7 @@ randomized SVD; and the smallest head size that fits random one-hot attention ro
   python -m experiments.run --config configs/jl.py:smoke --workdir /tmp/jl    # seconds
 
 FewCLUE is read from data.data_dir or $LMSYS_DATA_DIR; its vectors are TF-IDF (char 1-2 gram)
-+ SVD features of tnews's unlabeled sentences (lmsys.text.fewclue_features).
++ SVD features of tnews's unlabeled sentences (lmsys.data.fewclue.fewclue_features).
 """
 
 import ml_collections

@@ -28,7 +28,7 @@ def get_config(arg=None):
       train_split="train", eval_split="dev",   # <split>.json files of kgclue/
       eval_limit=0,           # evaluate the first N eval examples (0 = all)
       order="spm",            # target order: spm = S,P,M (the note's best); smp = S,M,P
-      distractors=4, sense_distractors=1,       # distractor facts per entity (lmsys.kgclue)
+      distractors=4, sense_distractors=1,       # distractor facts per entity (lmsys.data.kgclue)
       max_source_length=32, max_target_length=40))  # p99: 27 / 31 characters
 
   c.model = ml_collections.ConfigDict(dict(

@@ -17,7 +17,7 @@ data.data_dir or $LMSYS_DATA_DIR; FewCLUE train = data.train_split
 import ml_collections
 
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 
 BUNDLED = ("digits", "breast_cancer", "wine", "iris")
 FEWCLUE = ("fewclue/eprstmt", "fewclue/tnews", "fewclue/iflytek", "fewclue/csldcp")

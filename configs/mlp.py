@@ -16,7 +16,7 @@ eval, non-finite guard). The activation is a config choice, which note 8
 import ml_collections
 
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 
 VARIANTS = dict(smoke=False, fashion_mnist=False, steps=0)
 
@@ -31,7 +31,7 @@ def get_config(arg=None):
   c.data.train_split = "train_few_all"  # FewCLUE split files <split>.json (e.g. test_public)
   c.data.test_split = "dev_few_all"
   # "memory": load the dataset as arrays; "grain": stream the training split of a prepared
-  # TFDS dataset (data.name = "tfds/<name>", array_record) through grain (lmsys.input_pipeline).
+  # TFDS dataset (data.name = "tfds/<name>", array_record) through grain (lmsys.data.grain_source).
   c.data.input = "memory"
 
   c.model = ml_collections.ConfigDict()

@@ -1,6 +1,6 @@
 """Note 5 (kexue 8671; arXiv 2109.03564): NSP-BERT zero-shot accuracy on the FewCLUE dev sets.
 
-Every task through BERT's next-sentence head (lmsys/nsp.py: the prompts, the pair order, the
+Every task through BERT's next-sentence head (lmsys/notes/nsp_bert.py: the prompts, the pair order, the
 candidates- and samples-contrast mappings): eprstmt, tnews, iflytek, csldcp, chid by
 candidates contrast, bustm, ocnli, csl, cluewsc by samples contrast with thresholds fixed on
 data.threshold_split (dev). Against the majority-class and random baselines, with the paper's
@@ -9,12 +9,12 @@ BERT-base numbers beside ours. Results: docs/results/nsp_bert.md.
 model.checkpoint is either
   - a Hugging Face BERT directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin),
     e.g. a local copy of bert-base-chinese: the paper's setting, no code change;
-  - an lmsys bert_pretrain workdir (configs/bert_pretrain.py; its latest checkpoint);
+  - an lmsys bert_pretrain workdir (configs/nsp_bert_pretrain.py; its latest checkpoint);
   - "" : a randomly initialised BERT of model.random.* (a chance-level floor; the smoke test).
 Needs $LMSYS_DATA_DIR with fewclue/ (and vocab/ for checkpoint=""); README: 'Real data'.
 
-  python -m experiments.run --config configs/bert_pretrain.py --workdir runs/bert_pretrain     # first: ~60 min
-  python -m experiments.run --config configs/nsp_bert.py --workdir runs/nsp_bert                # runs/bert_pretrain
+  python -m experiments.run --config configs/nsp_bert_pretrain.py --workdir runs/nsp_bert_pretrain     # first: ~60 min
+  python -m experiments.run --config configs/nsp_bert.py --workdir runs/nsp_bert                # runs/nsp_bert_pretrain
   python -m experiments.run --config configs/nsp_bert.py --config.model.checkpoint=/path/to/bert-base-chinese
   python -m experiments.run --config configs/nsp_bert.py --config.data.eval_split=test_public
   python -m experiments.run --config configs/nsp_bert.py:smoke --workdir /tmp/nsp_smoke         # seconds
@@ -42,7 +42,7 @@ def get_config(arg=None):
       eval_limit=0))                    # first N examples of every split read (0 = all)
 
   c.model = ml_collections.ConfigDict(dict(
-      checkpoint="runs/bert_pretrain",  # HF BERT directory | bert_pretrain workdir | "" (random)
+      checkpoint="runs/nsp_bert_pretrain",  # HF BERT directory | bert_pretrain workdir | "" (random)
       max_length=128,                   # tokens per pair (the paper's); capped at the model's positions
       lowercase=True,                   # the tokenizer's (True for bert-base-chinese and uncased models)
       dtype="float32",                  # compute dtype (bfloat16 on accelerators)

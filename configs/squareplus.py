@@ -3,7 +3,7 @@
 The note's constants computed in float64 (smallest b with squareplus >= softplus, the
 minimax fit to softplus), activation speed as ratios to relu in one run, and the MLP of
 configs/mlp.py trained on Fashion-MNIST once per activation at equal steps (plus the
-char LM of configs/attention_lm.py per FFN activation, where that config exists).
+char LM of configs/attention_approx_lm.py per FFN activation, where that config exists).
 
   python -m experiments.run --config configs/squareplus.py --workdir runs/squareplus
   python -m experiments.run --config configs/squareplus.py:smoke --workdir /tmp/squareplus
@@ -27,11 +27,11 @@ def get_config(arg=None):
       data_dir="",  # "" = the dataset's default (Fashion-MNIST: /usr/share/datasets/fashion-mnist)
       activations=("relu", "squareplus", "softplus", "gelu", "gelu_tanh"), seeds=(0, 1, 2)))
 
-  # configs/attention_lm.py:<variant> per FFN activation (model.activation), restricted to the
+  # configs/attention_approx_lm.py:<variant> per FFN activation (model.activation), restricted to the
   # attention kinds and contexts named here; skipped, and said so in the results, if the
   # config or the key does not exist.
   c.attention_lm = ml_collections.ConfigDict(dict(
-      config="configs/attention_lm.py", variant="", num_steps=300, kinds=("softmax",), contexts=(64,),
+      config="configs/attention_approx_lm.py", variant="", num_steps=300, kinds=("softmax",), contexts=(64,),
       activations=("relu", "squareplus", "softplus", "gelu")))
 
   if variants.smoke:

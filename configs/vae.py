@@ -15,7 +15,7 @@ estimate of log p(x) with its standard error. Results: docs/results/vae.md.
 import ml_collections
 
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 
 VARIANTS = dict(smoke=False, digits=False, steps=0)
 

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import attention as A
-from lmsys import metrics, text_lm, trainer
+from lmsys.nn import attention as A
+from lmsys import metrics, trainer
+from lmsys.data import char_corpus
 from lmsys.config import ConfigError
 from lmsys.tasks import lm
 
@@ -17,7 +18,7 @@ from lmsys.tasks import lm
 def validate(config) -> None:
   trainer.validate_config(config)
   try:  # files only; the corpus is read by run()
-    text_lm.check_available(config.data.data_dir or None)
+    char_corpus.check_available(config.data.data_dir or None)
   except ConfigError as e:
     raise ConfigError(f"config key 'data.data_dir': {e}") from None
   if any(not isinstance(p, int) or p < 1 for p in config.orders):
@@ -99,7 +100,7 @@ def trained_qk(config, workdir, writer):
   """Trains the softmax char-LM briefly and returns q, k of every layer on held-out text."""
   text = lm.load_corpus(config)
   model, result = lm.train_lm(config, workdir, writer, text, "softmax", {}, config.context, "lm")
-  windows = text_lm.heldout_windows(text.heldout, config.context, config.data.heldout_windows)
+  windows = char_corpus.heldout_windows(text.heldout, config.context, config.data.heldout_windows)
   _, state = jax.jit(lambda p, w: model.apply({"params": p}, w[:, :-1], mutable=["intermediates"]))(
       result.params, windows)
   layers = state["intermediates"]["decoder"]

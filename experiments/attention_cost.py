@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import activations, flops, metrics, timing
-from lmsys import attention as attention_lib
+from lmsys import metrics, timing
+from lmsys.nn import activations
+from lmsys.notes import attention_cost
+from lmsys.nn import attention as attention_lib
 from lmsys.config import ConfigError
 from lmsys.models import transformer
 
@@ -122,8 +124,8 @@ def xla_check(config):
       x = jnp.zeros((1, n, h * d))
       params = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)
       xla = jax.jit(lambda p, x: layer.apply(p, x)).lower(params, x).compile().cost_analysis()["flops"]
-      counted = flops.layer_flops(n, h, d, config.ffn_ratio, kind, activation=config.activation)["total"]
-      mults = flops.layer_multiplications(n, h, d, config.ffn_ratio, kind)["total"]
+      counted = attention_cost.layer_flops(n, h, d, config.ffn_ratio, kind, activation=config.activation)["total"]
+      mults = attention_cost.layer_multiplications(n, h, d, config.ffn_ratio, kind)["total"]
       rows.append({"n": n, "kind": kind, "xla_flops": xla, "counted_flops": counted,
                    "ratio": counted / xla, "note_multiplications_x2": 2 * mults,
                    "note_ratio": 2 * mults / xla})
@@ -163,8 +165,8 @@ def run(config, workdir, writer) -> dict:
       args = (weights, x) if name in ("attention", "ffn", "layer") else (
           qkv_4d if name == "linear_core_4d" else qkv)
       row[f"{name}_seconds"], row[f"{name}_runs"] = _time(fn, args, config)
-    mults = flops.layer_multiplications(n, h, d, r)
-    counted = flops.layer_flops(n, h, d, r, activation=config.activation)
+    mults = attention_cost.layer_multiplications(n, h, d, r)
+    counted = attention_cost.layer_flops(n, h, d, r, activation=config.activation)
     row.update({"mult_attention": mults["attention"], "mult_attention_core": mults["attention_core"],
                 "mult_ffn": mults["ffn"], "flops_layer": counted["total"],
                 "layer_gflops_per_second": counted["total"] / row["layer_seconds"] / 1e9})
@@ -180,12 +182,12 @@ def run(config, workdir, writer) -> dict:
   rest = [row["layer_seconds"] - row["softmax_core_seconds"] for row in rows]
   n_arr = np.asarray(lengths, float)
   # Analytic crossovers from the FLOP counter (elementwise terms included) for comparison.
-  flop_attn = [flops.attention_flops(n, h, d) for n in lengths]
-  flop_ffn = [flops.ffn_flops(n, width, r, config.activation) for n in lengths]
-  flop_core = [flops.attention_core_flops(n, h, d) for n in lengths]
-  flop_layer = [flops.layer_flops(n, h, d, r, activation=config.activation)["total"] for n in lengths]
-  flop_lin = [flops.attention_core_flops(n, h, 4 * d, "linear") for n in lengths]
-  predicted = flops.note_crossovers(h, d)
+  flop_attn = [attention_cost.attention_flops(n, h, d) for n in lengths]
+  flop_ffn = [attention_cost.ffn_flops(n, width, r, config.activation) for n in lengths]
+  flop_core = [attention_cost.attention_core_flops(n, h, d) for n in lengths]
+  flop_layer = [attention_cost.layer_flops(n, h, d, r, activation=config.activation)["total"] for n in lengths]
+  flop_lin = [attention_cost.attention_core_flops(n, h, 4 * d, "linear") for n in lengths]
+  predicted = attention_cost.note_crossovers(h, d)
   crossovers = {
       "attention_over_ffn": {
           "note": predicted["attention_over_ffn"],

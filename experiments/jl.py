@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import data, jl, metrics, timing, trainer
+from lmsys import data, metrics, timing, trainer
+from lmsys.notes import jl
 from lmsys.config import ConfigError, check_positive_int
 
 SETS = ("gaussian", "fashion_mnist", "fewclue/tnews")
@@ -69,10 +70,10 @@ def load_points(config, name: str, num: int, sources: dict) -> np.ndarray:
 
 def _text_vectors(config, task: str) -> np.ndarray:
   """TF-IDF + SVD features of the task's unlabeled sentences (the labelled splits are too small)."""
-  from lmsys import text  # pylint: disable=g-import-not-at-top
+  from lmsys.data import fewclue  # pylint: disable=g-import-not-at-top
   records = data.load_fewclue(task, "unlabeled", config.data.data_dir or None)
   sentences = [data.fewclue_text(task, r) for r in records]
-  features, _ = text.fewclue_features(sentences, [], (), use_unlabeled=False, seed=config.seed,
+  features, _ = fewclue.fewclue_features(sentences, [], (), use_unlabeled=False, seed=config.seed,
                                       **dict(config.data.text))
   return features[0]
 

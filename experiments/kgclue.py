@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from lmsys import kgclue, metrics, timing, trainer
+from lmsys import metrics, timing, trainer
+from lmsys.data import kgclue
 from lmsys.config import ConfigError
 from lmsys.tasks import kbqa
 

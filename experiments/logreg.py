@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import data, logreg, metrics, timing, trainer
+from lmsys import data, metrics, timing, trainer
+from lmsys.notes import logreg
 from lmsys.config import ConfigError, check_positive_int
 from lmsys.models.mlp import MLP
 from lmsys.tasks import classification

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from lmsys import activations, analysis, metrics, trainer
+from lmsys import analysis, metrics, trainer
+from lmsys.nn import activations
 from lmsys.config import ConfigError
 from lmsys.tasks import classification
 

@@ -7,7 +7,10 @@ import os
 import jax
 import numpy as np
 
-from lmsys import data, hf_bert, metrics, nsp, timing, wordpiece
+from lmsys import data, metrics, timing
+from lmsys.data import wordpiece
+from lmsys.models import hf_bert
+from lmsys.notes import nsp_bert
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
 from lmsys.models import bert
@@ -26,29 +29,29 @@ def _checkpoint_kind(path: str) -> str:
     return "lmsys"
   raise ConfigError(f"config key 'model.checkpoint': {path!r} is neither a Hugging Face BERT directory "
                     f"(config.json, vocab.txt, model.safetensors or pytorch_model.bin) nor an lmsys "
-                    f"bert_pretrain workdir (config.json, checkpoints/); run configs/bert_pretrain.py first "
+                    f"bert_pretrain workdir (config.json, checkpoints/); run configs/nsp_bert_pretrain.py first "
                     f"or pass --config.model.checkpoint=PATH")
 
 
 def validate(config) -> None:
   d = config.data
-  unknown = [t for t in d.tasks if t not in nsp.TASKS]
+  unknown = [t for t in d.tasks if t not in nsp_bert.TASKS]
   if unknown or not d.tasks:
     raise ConfigError(f"config key 'data.tasks': unknown or empty {unknown or list(d.tasks)} "
-                      f"(known: {', '.join(nsp.TASKS)})")
+                      f"(known: {', '.join(nsp_bert.TASKS)})")
   for task in d.tasks:  # files only: nothing is read here
     try:
       directory = data.fewclue_dir(task, d.data_dir or None)
     except ConfigError as e:
       raise ConfigError(f"config key 'data.data_dir': {e}") from None
     splits = {"data.eval_split": d.eval_split}
-    if nsp.mapping(task) == "samples":
+    if nsp_bert.mapping(task) == "samples":
       splits["data.threshold_split"] = d.threshold_split
     for key, split in splits.items():
       path = os.path.join(directory, f"{split}.json")
       if not os.path.isfile(path):
         raise ConfigError(f"config key '{key}': fewclue/{task} has no {split}.json ({path!r})")
-    for name in nsp.needed_files(task):
+    for name in nsp_bert.needed_files(task):
       if not os.path.isfile(os.path.join(directory, name)):
         raise ConfigError(f"fewclue/{task}: label file not found: {os.path.join(directory, name)!r}")
   if _checkpoint_kind(config.model.checkpoint) == "lmsys":
@@ -95,7 +98,7 @@ def run(config, workdir, writer) -> dict:
   cfg, variables, vocab, source = load_model(config)
   tokenizer = wordpiece.load_tokenizer(vocab, lowercase=config.model.lowercase)
   max_length = min(config.model.max_length, cfg.max_position_embeddings)
-  log_prob = nsp.bert_log_prob_fn(bert.BertForPreTraining(cfg))
+  log_prob = nsp_bert.bert_log_prob_fn(bert.BertForPreTraining(cfg))
   variables = jax.device_put(variables)
   print(f"model: {source}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}; max_length {max_length}",
         flush=True)
@@ -104,19 +107,19 @@ def run(config, workdir, writer) -> dict:
   for step, task in enumerate(d.tasks):
     eval_records = _limit(data.load_fewclue(task, d.eval_split, data_dir), d.eval_limit)
     threshold_records = None
-    if nsp.mapping(task) == "samples":
+    if nsp_bert.mapping(task) == "samples":
       threshold_records = (eval_records if d.threshold_split == d.eval_split else
                            _limit(data.load_fewclue(task, d.threshold_split, data_dir), d.eval_limit))
-    names = nsp.label_texts(task, data_dir, tuple(dict.fromkeys([d.eval_split, "train_few_all", "dev_few_all"]))
+    names = nsp_bert.label_texts(task, data_dir, tuple(dict.fromkeys([d.eval_split, "train_few_all", "dev_few_all"]))
                             if task == "iflytek" else (d.eval_split,))
-    scorer = nsp.make_scorer(log_prob, variables, tokenizer, max_length, config.eval.batch_pairs, desc=task)
+    scorer = nsp_bert.make_scorer(log_prob, variables, tokenizer, max_length, config.eval.batch_pairs, desc=task)
     with timing.Stopwatch() as watch:
-      result = nsp.zero_shot_task(task, scorer, eval_records, names, threshold_records, max_length,
+      result = nsp_bert.zero_shot_task(task, scorer, eval_records, names, threshold_records, max_length,
                                   d.eval_split, d.threshold_split)
     separate = threshold_records is not None and threshold_records is not eval_records
     scored = len(eval_records) + (len(threshold_records) if separate else 0)
-    row = {"accuracy": result.accuracy, **nsp.baselines(task, result.labels, result.candidates),
-           "paper_bert_base": nsp.PAPER_BERT_BASE[task] / 100, "mapping": result.mapping,
+    row = {"accuracy": result.accuracy, **nsp_bert.baselines(task, result.labels, result.candidates),
+           "paper_bert_base": nsp_bert.PAPER_BERT_BASE[task] / 100, "mapping": result.mapping,
            "examples": len(eval_records), "candidates": result.candidates,
            # How often the most-predicted label is predicted: 1 / C for a balanced predictor,
            # 1.0 for one that always picks the same candidate (a prompt bias).
@@ -146,7 +149,7 @@ def summary(results) -> list[str]:
   return [f"average zero-shot accuracy over {avg['tasks']} tasks ({results['eval_split']}): ours "
           f"{100 * avg['accuracy']:.2f}, majority {100 * avg['majority']:.2f}, random {100 * avg['random']:.2f}; "
           f"paper (BERT-base) {100 * avg['paper_bert_base']:.2f} on these tasks (the note's 9-task average: "
-          f"{nsp.PAPER_AVERAGE})",
+          f"{nsp_bert.PAPER_AVERAGE})",
           f"above both baselines: {', '.join(above) or 'none'} ({len(above)} of {len(rows)}); "
           f"model: {results['model']['kind']}"]
 

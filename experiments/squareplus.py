@@ -2,7 +2,7 @@
 
 The trained models are other experiments' own configs, trained through the library's
 task code once per activation at equal steps: the MLP of configs/mlp.py
-(lmsys.tasks.classification) and, where configs/attention_lm.py exists with a
+(lmsys.tasks.classification) and, where configs/attention_approx_lm.py exists with a
 `model.activation` key, its char LM (lmsys.tasks.lm).
 """
 
@@ -12,7 +12,10 @@ import os
 
 import numpy as np
 
-from lmsys import activations, attention, metrics, squareplus, text_lm, trainer
+from lmsys import metrics, trainer
+from lmsys.data import char_corpus
+from lmsys.nn import activations, attention
+from lmsys.notes import squareplus
 from lmsys.config import ConfigError, check_positive_int, get, load_config_file
 from lmsys.tasks import classification, lm
 
@@ -34,7 +37,7 @@ def validate(config) -> None:
   for c in (configs.values() if isinstance(configs, dict) else ()):
     trainer.validate_config(c)
     try:  # files only; the corpus is read by run()
-      text_lm.check_available(c.data.data_dir or None)
+      char_corpus.check_available(c.data.data_dir or None)
     except ConfigError as e:
       raise ConfigError(f"config key 'attention_lm' ({config.attention_lm.config}): {e}") from None
 
@@ -74,7 +77,7 @@ def text_lm_corpus(c, corpora: dict):
 
 
 def lm_configs(config):
-  """{activation: the char-LM config to train} from configs/attention_lm.py, or a reason to skip."""
+  """{activation: the char-LM config to train} from configs/attention_approx_lm.py, or a reason to skip."""
   cfg = config.attention_lm
   if not cfg.activations:
     return "no activations configured"
@@ -103,7 +106,7 @@ def lm_configs(config):
 
 
 def run_attention_lm(config, workdir):
-  """The char LM of configs/attention_lm.py per FFN activation, or why it was not run."""
+  """The char LM of configs/attention_approx_lm.py per FFN activation, or why it was not run."""
   configs = lm_configs(config)
   if isinstance(configs, str):
     return {"skipped": configs}

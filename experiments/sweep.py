@@ -40,7 +40,7 @@ import time
 
 from experiments import run as run_lib
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 from lmsys.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

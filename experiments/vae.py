@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import analysis, data, iwae, metrics, timing, trainer
+from lmsys import analysis, data, metrics, timing, trainer
+from lmsys.tasks import density
 from lmsys.config import ConfigError
 from lmsys.models import vae
 
@@ -70,7 +71,7 @@ def make_loss_fn(model, k: int):
     binarize_rng, sample_rng = jax.random.split(rng)
     x = vae.dynamic_binarize(binarize_rng, batch["x"])  # a fresh binarisation every step
     log_w = model.apply({"params": params}, x, sample_rng, k)  # [k, B]
-    return iwae.iwae_loss(log_w), {"elbo": log_w.mean(), f"iwae_{k}": -iwae.iwae_loss(log_w)}
+    return density.iwae_loss(log_w), {"elbo": log_w.mean(), f"iwae_{k}": -density.iwae_loss(log_w)}
   return loss_fn
 
 
@@ -87,9 +88,9 @@ def train_and_evaluate(config, workdir, writer, name, layers, k, train_x, test_x
 
   # Cheap progress check during training: ELBO and IWAE_k on a few test images.
   monitor_samples = max(ev.during_train_samples, k)
-  monitor = iwae.make_estimator(apply, monitor_samples, monitor_samples, sorted({1, k}))
-  eval_fn = lambda params: iwae.summarize(
-      iwae.evaluate_dataset(monitor, params, monitor_x, jax.random.key(1), ev.batch_size))
+  monitor = density.make_estimator(apply, monitor_samples, monitor_samples, sorted({1, k}))
+  eval_fn = lambda params: density.summarize(
+      density.evaluate_dataset(monitor, params, monitor_x, jax.random.key(1), ev.batch_size))
 
   with timing.Stopwatch() as train_watch:
     result = trainer.train(
@@ -101,11 +102,11 @@ def train_and_evaluate(config, workdir, writer, name, layers, k, train_x, test_x
   train_seconds = train_watch.seconds
 
   with timing.Stopwatch() as eval_watch:
-    estimator = iwae.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
-    per_image = iwae.evaluate_dataset(estimator, result.params, test_x,
+    estimator = density.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
+    per_image = density.evaluate_dataset(estimator, result.params, test_x,
                                       jax.random.key(config.seed + 7), ev.batch_size)
   eval_seconds = eval_watch.seconds
-  summary = iwae.summarize(per_image)
+  summary = density.summarize(per_image)
   writer.write(result.step, f"{name}/test", summary)
   out = {
       **summary,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from lmsys import checkpoint
 from lmsys import metrics as metrics_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 from lmsys.config import flatten
 
 

@@ -13,7 +13,7 @@ import json
 
 import jax
 
-from lmsys import squareplus
+from lmsys.notes import squareplus
 
 NAMES = ("relu", "squareplus", "softplus", "gelu", "gelu_tanh")
 

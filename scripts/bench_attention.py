@@ -32,7 +32,7 @@ import json
 import jax
 import jax.numpy as jnp
 
-from lmsys import attention as A
+from lmsys.nn import attention as A
 from lmsys import timing
 
 

@@ -1,6 +1,6 @@
 """The four batched products of chunk-parallel causal linear attention, against one plain matmul.
 
-Causal linear attention (lmsys.attention, chunk C) spends its time in batched
+Causal linear attention (lmsys.nn.attention, chunk C) spends its time in batched
 products of small matrices, one per (head, chunk): scores [C, F] x [F, C],
 intra-chunk output [C, C] x [C, Dv+1], states [F, C] x [C, Dv+1], and the
 read-out [C, F] x [F, Dv+1]. This times each of them for BERT-base heads

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from lmsys import analysis, config as config_lib, timing
-from lmsys import trie as trie_lib
+from lmsys.nn import trie as trie_lib
 from lmsys.tasks import kbqa
 
 

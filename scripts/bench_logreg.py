@@ -25,9 +25,10 @@ import warnings
 import jax
 import numpy as np
 
-from lmsys import data, logreg, timing
+from lmsys import data, timing
 
 
+from lmsys.notes import logreg
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=3)

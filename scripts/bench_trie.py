@@ -1,4 +1,4 @@
-"""Build time and memory of lmsys.trie (vectorised numpy) vs a Python dict-of-dicts trie.
+"""Build time and memory of lmsys.nn.trie (vectorised numpy) vs a Python dict-of-dicts trie.
 
 Issue 12's targets: 1M sequences in <= 5 s and <= 240 MB. Measured at 20k and
 1M synthetic sequences shaped like the KgCLUE retrieval base (`synthetic`:
@@ -38,8 +38,9 @@ import tracemalloc
 
 import numpy as np
 
-from lmsys import timing, trie
+from lmsys import timing
 
+from lmsys.nn import trie
 VOCAB = 21128      # bert-base-chinese
 SEP, END = 102, 0  # [SEP], [PAD]
 FIRST_CHAR = 672   # ids below are [unused*] / specials / punctuation: chars are drawn above
@@ -138,7 +139,8 @@ def _peak_rss_bytes():
 def measure(kind: str, n: int, repeats: int, data_dir: str | None) -> dict:
   """Runs in a fresh process: builds one trie and reports time, memory and size."""
   if kind == "real":
-    from lmsys import kgclue  # pylint: disable=g-import-not-at-top
+    from lmsys.data import kgclue  # pylint: disable=g-import-not-at-top
+    from lmsys.tasks import kbqa  # pylint: disable=g-import-not-at-top
     out = {}
     for name, per in (("without_distractors", 0), ("with_distractors", None)):
       with timing.Stopwatch() as sw:
@@ -146,7 +148,7 @@ def measure(kind: str, n: int, repeats: int, data_dir: str | None) -> dict:
                                                                                  sense_distractors=0)
       tok = kgclue.load_tokenizer(data_dir)
       with timing.Stopwatch() as enc:
-        tokens, lengths = kgclue.target_arrays(base, tok)
+        tokens, lengths = kbqa.target_arrays(base, tok)
       built = timing.benchmark(lambda: trie.build_trie(tokens, lengths, tok.vocab_size, tok.pad_id),
                                jit=False, repeats=repeats)
       t = trie.build_trie(tokens, lengths, tok.vocab_size, tok.pad_id)

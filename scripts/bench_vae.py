@@ -9,7 +9,7 @@ Prints
   (2) the compiled temp memory (XLA memory_analysis) of one estimator call for
       k = 50, 500, 5000 at a fixed chunk, which should stay flat, next to the
       memory of computing all k log weights at once;
-  (3) images per second of the k=5,000 estimate (`iwae.make_estimator` on the model's
+  (3) images per second of the k=5,000 estimate (`density.make_estimator` on the model's
       __call__, as experiments/vae.py runs it) and, as "before", on the model's
       straightforward `reference_log_weights` (the computation before issue 10); their
       achieved FLOP/s as a fraction of the plain float32 matmul rate, measured in the
@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import iwae, timing
+from lmsys import timing
+from lmsys.tasks import density
 from lmsys.models import vae
 
 NUM_SAMPLES = 5000
@@ -111,9 +112,9 @@ def main():
   print("|---|---|---|---|")
   for k in (50, 500, 5000):
     chunk = args.memory_chunk
-    rows = [temp_mib(lambda p, xb, r, f=f: iwae.estimate_log_px(
+    rows = [temp_mib(lambda p, xb, r, f=f: density.estimate_log_px(
         lambda rr, s: f(p, xb, rr, s), r, k, chunk, (1,)), params, x, rng) for f in (apply, reference)]
-    direct = temp_mib(lambda p, xb, r: iwae.log_mean_exp(reference(p, xb, r, k)), params, x, rng)
+    direct = temp_mib(lambda p, xb, r: density.log_mean_exp(reference(p, xb, r, k)), params, x, rng)
     print(f"| {k} | {rows[0]:.1f} | {rows[1]:.1f} | {direct:.1f} |")
 
   print(f"\n## k={NUM_SAMPLES:,} estimate throughput against the matmul rate (best of {args.rounds} rounds)")
@@ -132,10 +133,10 @@ def main():
   chain_fn = jax.jit(chain).lower(z, *kernels).compile()
   square_fn = jax.jit(lambda a: a @ a).lower(square).compile()
   xs = np.tile(x, (args.images // args.batch + 1, 1))[:args.images]
-  estimators = {"__call__ (after)": iwae.make_estimator(apply, NUM_SAMPLES, args.chunk, (1, 5, 50, 500)),
-                "reference (before)": iwae.make_estimator(reference, NUM_SAMPLES, args.chunk, (1, 5, 50, 500))}
+  estimators = {"__call__ (after)": density.make_estimator(apply, NUM_SAMPLES, args.chunk, (1, 5, 50, 500)),
+                "reference (before)": density.make_estimator(reference, NUM_SAMPLES, args.chunk, (1, 5, 50, 500))}
   for estimator in estimators.values():
-    iwae.evaluate_dataset(estimator, params, x, rng, args.batch)  # compile
+    density.evaluate_dataset(estimator, params, x, rng, args.batch)  # compile
   best = {}
 
   def record(name, flops, measured):
@@ -148,7 +149,7 @@ def main():
     record("square matmul", 2 * 2048 ** 3, timed(square_fn, square, repeats=5))
     for name, estimator in estimators.items():
       record(name, args.images * per_image, timed_once(
-          lambda e=estimator: iwae.evaluate_dataset(e, params, xs, rng, args.batch)))
+          lambda e=estimator: density.evaluate_dataset(e, params, xs, rng, args.batch)))
   rate = {name: (flops / wall, flops / cpu) for name, (wall, cpu, flops) in best.items()}
   ref_wall, ref_cpu = max(rate["matmul chain"][0], rate["square matmul"][0]), max(
       rate["matmul chain"][1], rate["square matmul"][1])
@@ -168,7 +169,7 @@ def main():
   xb = (np.random.default_rng(1).random((100, args.input)) < 0.3).astype(np.float32)
   for k in (1, 5, 50):
     for name, f in (("__call__", apply), ("reference", reference)):
-      step = jax.grad(lambda p, r, f=f: iwae.iwae_loss(f(p, xb, r, k)))
+      step = jax.grad(lambda p, r, f=f: density.iwae_loss(f(p, xb, r, k)))
       measured = timing.benchmark(step, params, rng, target_seconds=2.0, max_repeats=10_000)
       print(f"k={k} {name}: {1 / measured.median_seconds:.1f} steps/s "
             f"(median of {len(measured.times)} steps)")

@@ -1,4 +1,4 @@
-"""Runs an experiment as several local JAX processes joined by jax.distributed (lmsys.launch).
+"""Runs an experiment as several local JAX processes joined by jax.distributed (lmsys.launch.local).
 
   python scripts/launch_multihost.py --num_processes 2 --devices_per_process 2 -- \\
       --config configs/mlp.py:smoke --workdir /tmp/mh
@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from lmsys import launch
+from lmsys.launch import local
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -21,7 +21,7 @@ def main():
   parser.add_argument("--devices_per_process", type=int, default=1)
   args, run_args = parser.parse_known_args()
   run_args = [a for a in run_args if a != "--"]
-  results = launch.launch_local(run_args, args.num_processes, args.devices_per_process, cwd=REPO)
+  results = local.launch_local(run_args, args.num_processes, args.devices_per_process, cwd=REPO)
   for pid, r in enumerate(results):
     print(f"--- process {pid}: exit {r.returncode}")
     print(r.stdout, end="")

@@ -61,7 +61,7 @@ FOLDS = 5
 
 
 def lm_documents() -> int:
-  """Documents of the char-LM corpus (lmsys.text_lm): unlabeled `sentence`s + KgCLUE questions."""
+  """Documents of the char-LM corpus (lmsys.data.char_corpus): unlabeled `sentence`s + KgCLUE questions."""
   return UNLABELED_LINES["eprstmt"] + UNLABELED_LINES["tnews"] + KGCLUE_LINES["train"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from experiments import run as run_lib
 from experiments import sweep as sweep_main
 from lmsys import config as config_lib
-from lmsys import sweep
+from lmsys.launch import sweep
 from tests import fixture_data
 from tests.conftest import REPO
 from tests.helpers import run_main
@@ -25,7 +25,7 @@ from tests.helpers import run_main
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if not p.stem.startswith("_"))
 # Smoke-run end to end by their own test files.
 RUN_ELSEWHERE = {"mlp", "logreg", "vae",
-                 "bert_pretrain", "nsp_bert"}  # tests/test_bert_pretrain.py runs both smokes, chained
+                 "nsp_bert_pretrain", "nsp_bert"}  # tests/tasks/test_bert_pretrain.py runs both smokes, chained
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -64,7 +64,7 @@ def test_config_sweep_validates(name, fixture_data_env, monkeypatch):
 
 
 # Smoke configs that read FewCLUE / KgCLUE (squareplus through the char LM of attention_lm).
-NEEDS_TEXT_DATA = ["attention_lm", "attention_approx", "kgclue", "squareplus"]
+NEEDS_TEXT_DATA = ["attention_approx_lm", "attention_approx", "kgclue", "squareplus"]
 
 
 @pytest.mark.parametrize("name", NEEDS_TEXT_DATA)
@@ -343,7 +343,7 @@ def _check_kgclue(results, c):
 
 
 CONTENT_CHECKS = {"attention_cost": _check_attention_cost, "attention_approx": _check_attention_approx,
-                  "attention_lm": _check_attention_lm, "jl": _check_jl, "squareplus": _check_squareplus,
+                  "attention_approx_lm": _check_attention_lm, "jl": _check_jl, "squareplus": _check_squareplus,
                   "kgclue": _check_kgclue}
 
 

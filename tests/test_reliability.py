@@ -1,7 +1,7 @@
 """Reliability of the trainer (issue 11, docs/reliability.md): corrupt checkpoints, kills at any
 moment, SIGTERM/SIGINT, non-finite gradients and parameters, a full disk.
 
-Bad input files are in tests/test_reliability_data.py; the workdir lock in tests/test_workdir_lock.py.
+Bad input files are in tests/data/test_bad_files.py; the workdir lock in tests/test_workdir_lock.py.
 """
 
 import asyncio

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from lmsys import analysis, checkpoint, config as config_lib, data, launch, metrics, trainer
+from lmsys import analysis, checkpoint, config as config_lib, data, metrics, trainer
+from lmsys.launch import local
 from lmsys.tasks import classification
 from tests.conftest import REPO
 from tests.helpers import run_cli, wait_for_line
@@ -253,7 +254,7 @@ def test_two_local_hosts_match_one_host(tmp_path):
   """jax.distributed on localhost: 2 processes x 1 device == 1 process x 2 devices."""
   args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32",
           "--config.train.num_steps=20", "--config.train.log_every=1"]
-  hosts = launch.launch_local(args + [f"--workdir={tmp_path / 'hosts'}"], num_processes=2, cwd=str(REPO))
+  hosts = local.launch_local(args + [f"--workdir={tmp_path / 'hosts'}"], num_processes=2, cwd=str(REPO))
   assert all(r.returncode == 0 for r in hosts), hosts[0].stderr[-2000:] + hosts[1].stderr[-2000:]
   single = run_cli(args + [f"--workdir={tmp_path / 'single'}"],
                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

@@ -2,7 +2,7 @@
 
 NSP-BERT (kexue 8671; arXiv 2109.03564) scores a (prompt, text) pair by the
 next-sentence head's P(IsNext), so the model must be the original BERT with
-both heads, laid out so that real checkpoints load (`lmsys.hf_bert`):
+both heads, laid out so that real checkpoints load (`lmsys.models.hf_bert`):
 
     cfg = BertConfig.from_json("bert-base-chinese/config.json")   # Hugging Face field names
     mlm_logits, nsp_logits = BertForPreTraining(cfg).apply(params, ids, type_ids, mask)
@@ -39,12 +39,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmsys import activations
-from lmsys import attention as attention_lib
+from lmsys.nn import activations
+from lmsys.nn import attention as attention_lib
 from lmsys.config import ConfigError
 from lmsys.models import transformer
 
-# Hugging Face's `hidden_act` names -> lmsys.activations names (lmsys names are accepted as well).
+# Hugging Face's `hidden_act` names -> lmsys.nn.activations names (lmsys names are accepted as well).
 HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
                   "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "silu": "silu",
                   "swish": "silu", "tanh": "tanh"}
@@ -68,7 +68,7 @@ class BertConfig:
   remat: bool = False
   # Beyond the interface above (appended so positional use is unchanged):
   initializer_range: float = 0.02            # std of the normal init of every kernel and embedding
-  attention: str = "softmax"                 # lmsys attention kind (lmsys.attention.KINDS)
+  attention: str = "softmax"                 # lmsys attention kind (lmsys.nn.attention.KINDS)
   attention_params: Any = ()                 # the kind's keyword arguments (dict -> sorted items)
 
   def __post_init__(self):
@@ -106,7 +106,7 @@ class BertConfig:
 
   @property
   def activation(self) -> str:
-    """The lmsys.activations name of `hidden_act`."""
+    """The lmsys.nn.activations name of `hidden_act`."""
     return HF_ACTIVATIONS.get(self.hidden_act, self.hidden_act)
 
   @property

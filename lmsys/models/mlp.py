@@ -7,7 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lmsys import activations
+from lmsys.nn import activations
 
 
 class MLP(nn.Module):

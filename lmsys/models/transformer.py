@@ -1,6 +1,6 @@
 """Transformer layers with the attention kind taken from config (notes 2, 3, 5, 7).
 
-Pre-LN layers built on `lmsys.attention.attend`, so every kind (softmax,
+Pre-LN layers built on `lmsys.nn.attention.attend`, so every kind (softmax,
 linear, favor, taylor, limit) drops into any model by name. The fields every
 layer shares live in one frozen `TransformerConfig` (as in flax's lm1b
 example), passed whole:
@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmsys import activations
-from lmsys import attention as attention_lib
+from lmsys.nn import activations
+from lmsys.nn import attention as attention_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +324,7 @@ class Seq2Seq(nn.Module):
   Token id 0 is padding: the source mask is `source != 0`. Incremental
   decoding (decode=True) feeds one target position per call; the cache is
   created by `init_cache`, then reordered by the beam search with
-  `lmsys.decoding.reorder_cache` (every cache array has the batch first, except the scalar
+  `lmsys.nn.decoding.reorder_cache` (every cache array has the batch first, except the scalar
   step counters, which all rows share).
   """
   config: TransformerConfig

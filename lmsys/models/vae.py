@@ -4,7 +4,7 @@ The model returns log importance weights, one per (sample, image):
   log w = log q(x|z) + log q(z) - log p(z|x)
 in the note's notation (q = generative model, p(z|x) = proposal/encoder). Everything
 else -- the VAE (k=1) and IWAE (k>1) losses, and the k=5,000 estimate of log p(x) --
-is a log-mean-exp of these weights (lmsys/iwae.py).
+is a log-mean-exp of these weights (lmsys/tasks/density.py).
 
 Architectures (tanh MLPs, diagonal-Gaussian latents, Bernoulli pixels):
   1 stochastic layer:  x-200-200-z1(50)              latent_sizes=(50,), hidden_sizes=((200, 200),)
@@ -22,7 +22,7 @@ in cache (memory then no longer grows with k either). On XLA:CPU each block's de
 (three matmuls, tanh, softplus and the sum over pixels) then compiles into one fused
 kernel; jax.nn.softplus's guards kept the logits and the softplus as separate passes over
 memory. The draws are the same as those of the straightforward `reference_log_weights`,
-which it equals to float tolerance (tests/test_vae.py). scripts/bench_vae.py compares
+which it equals to float tolerance (tests/tasks/test_density.py). scripts/bench_vae.py compares
 both with this machine's matmul rate.
 """
 

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import analysis, data, nsp, trainer
+from lmsys import analysis, data, trainer
+from lmsys.notes import nsp_bert
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
 from lmsys.models import bert
@@ -88,7 +89,7 @@ def read_texts(data_dir: str | None, tasks, train_split: str) -> list[str]:
   for task, path in corpus_files(data_dir, tasks, train_split):
     for record in data.read_json_lines(path, allow_empty=True):
       for field in TEXT_FIELDS[task]:
-        text = str(record.get(field) or "").replace(nsp.CHID_BLANK, "").strip()
+        text = str(record.get(field) or "").replace(nsp_bert.CHID_BLANK, "").strip()
         if text:
           texts.append(text)
   return texts
@@ -357,7 +358,7 @@ def load_checkpoint(workdir: str):
   """(BertConfig, {'params': ...}, vocab.txt path, step) of a bert_pretrain workdir (latest
   checkpoint), for the zero-shot config."""
   run = analysis.load_run(workdir)
-  if config_lib.get(run.config, "experiment") != "bert_pretrain":
+  if config_lib.get(run.config, "experiment") != "nsp_bert_pretrain":
     raise ConfigError(f"{workdir}: not a bert_pretrain workdir (its experiment is "
                       f"{config_lib.get(run.config, 'experiment')!r})")
   for name in (VOCAB_FILE, BERT_CONFIG_FILE):

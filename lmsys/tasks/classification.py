@@ -111,14 +111,14 @@ def train_mlp_streamed(config, workdir, writer, name: str = "") -> dict:
   computed in chunks (one pass over the training split, in every process). The held-out
   split is read into memory; the training split is never, so the final train-set
   metrics are not computed (None)."""
-  from lmsys import input_pipeline  # pylint: disable=g-import-not-at-top
+  from lmsys.data import grain_source  # pylint: disable=g-import-not-at-top
   sources, num_classes = data.open_tfds(config.data.name[len("tfds/"):], config.data.get("data_dir") or None)
   for split in ("train", "test"):
     if split not in sources:
       raise ConfigError(f"config key 'data.name' = {config.data.name!r}: no split {split!r} "
                         f"(has: {', '.join(sources)})")
   train = sources["train"]
-  mean, std = input_pipeline.feature_moments(train, data.tfds_arrays)
+  mean, std = grain_source.feature_moments(train, data.tfds_arrays)
   std = np.where(std < 1e-6, 1.0, std).astype(np.float32)  # as data.standardize
 
   def decode(records):
@@ -131,7 +131,7 @@ def train_mlp_streamed(config, workdir, writer, name: str = "") -> dict:
       config, workdir, writer,
       init_fn=lambda rng: model.init(rng, jnp.zeros((1, test["x"].shape[1])))["params"],
       loss_fn=make_loss_fn(model),
-      batch_fn=input_pipeline.make_batch_fn(train, config.train.batch_size, config.seed, decode),
+      batch_fn=grain_source.make_batch_fn(train, config.train.batch_size, config.seed, decode),
       eval_fn=make_eval_fn(model, test["x"], test["y"]), name=name)
   return {"train_accuracy": None, "train_loss": None,
           "test_accuracy": result.eval_metrics.get("accuracy"), "test_loss": result.eval_metrics.get("loss"),

@@ -23,11 +23,41 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import decoding, kgclue, trainer
-from lmsys import trie as trie_lib
+from lmsys import trainer
+from lmsys.data import kgclue
+from lmsys.nn import decoding
+from lmsys.nn import trie as trie_lib
 from lmsys.models.transformer import Seq2Seq, TransformerConfig, init_cache
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[unused1]")
+
+
+# ---------------------------------------------------------------- targets and the trie
+
+def target_sequences(base: kgclue.KgBase, tokenizer: kgclue.CharTokenizer, order: str = "spm") -> list[list[int]]:
+  """The target ids of every fact of `base`, in fact order."""
+  return [tokenizer.encode_target(f, order) for f in base.facts]
+
+
+def target_arrays(base: kgclue.KgBase, tokenizer: kgclue.CharTokenizer, order: str = "spm") -> tuple[np.ndarray, np.ndarray]:
+  """`target_sequences` padded with [PAD]: (tokens [N, L], lengths int32 [N]) for `trie.build_trie`."""
+  return trie_lib.pad_sequences(target_sequences(base, tokenizer, order), pad_value=tokenizer.pad_id)
+
+
+def build_base_trie(base: kgclue.KgBase, tokenizer: kgclue.CharTokenizer, order: str = "spm"):
+  """The trie of the base's targets (`lmsys.nn.trie.TrieArrays`, numpy): value[node] is the id of
+  the fact whose target ends at node (the first, if the tokenizer merges two facts' targets)."""
+  tokens, lengths = target_arrays(base, tokenizer, order)
+  return trie_lib.build_trie(tokens, lengths, tokenizer.vocab_size, end_token=tokenizer.pad_id)
+
+
+def fact_at_node(base: kgclue.KgBase, trie_arrays, node: int) -> kgclue.Fact | None:
+  """The fact whose target ends at trie node `node` (host side), or None."""
+  node = int(node)
+  if node < 0:
+    return None
+  value = int(np.asarray(trie_arrays.value[node]))
+  return base.facts[value] if value >= 0 else None
 
 
 # ---------------------------------------------------------------- metrics
@@ -80,7 +110,7 @@ class KbqaData:
     return {"source": source, "target": target}
 
   def trie(self, distractors: bool) -> trie_lib.TrieArrays:
-    return kgclue.build_base_trie(self.facts_base(distractors), self.tokenizer, self.order)
+    return build_base_trie(self.facts_base(distractors), self.tokenizer, self.order)
 
   def facts_base(self, distractors: bool) -> kgclue.KgBase:
     return self.base if distractors else self.base.without_distractors()
@@ -319,7 +349,7 @@ def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_s
 
 def device_constraint(data: KbqaData, distractors: bool, lookahead: bool):
   """(trie, look-ahead tables or None) of the base, on the device, for `decode_batch`."""
-  tokens, lengths = kgclue.target_arrays(data.facts_base(distractors), data.tokenizer, data.order)
+  tokens, lengths = target_arrays(data.facts_base(distractors), data.tokenizer, data.order)
   host_trie = trie_lib.build_trie(tokens, lengths, data.tokenizer.vocab_size, end_token=data.tokenizer.pad_id)
   tables = build_lookahead(host_trie, tokens, lengths, data.tokenizer.sep_id) if lookahead else None
   return trie_lib.to_device(host_trie), (jax.tree.map(jnp.asarray, tables) if lookahead else None)

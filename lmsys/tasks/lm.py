@@ -1,6 +1,6 @@
 """Character-level language modelling with the shared trainer (notes 2, 3 and 8).
 
-    text = lm.load_corpus(config)                       # lmsys.text_lm.CharCorpus
+    text = lm.load_corpus(config)                       # lmsys.data.char_corpus.CharCorpus
     model, result = lm.train_lm(config, workdir, writer, text, "favor", {"num_features": 128}, 256, "favor_n256")
 
 Config keys read: data.{data_dir, min_count, max_documents, heldout_windows},
@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmsys import data, text_lm, trainer
-from lmsys import attention as attention_lib
+from lmsys import data, trainer
+from lmsys.data import char_corpus
+from lmsys.nn import attention as attention_lib
 from lmsys.models.transformer import CausalLM, TransformerConfig
 
 
-def load_corpus(config) -> text_lm.CharCorpus:
-  return text_lm.load_corpus(config.data.data_dir or None, min_count=config.data.min_count,
+def load_corpus(config) -> char_corpus.CharCorpus:
+  return char_corpus.load_corpus(config.data.data_dir or None, min_count=config.data.min_count,
                              max_documents=config.data.max_documents or None, seed=config.seed)
 
 
@@ -72,12 +73,12 @@ def train_lm(config, workdir, writer, text, kind: str, params: dict, context: in
                          rngs={"dropout": dropout_rng, "attention": attention_rng})
     return nll, {"bits_per_char": nll / math.log(2)}
 
-  windows = text_lm.heldout_windows(text.heldout, context, config.data.heldout_windows)
+  windows = char_corpus.heldout_windows(text.heldout, context, config.data.heldout_windows)
   result = trainer.train(
       run_config, workdir, writer,
       init_fn=lambda rng: model.init(rng, jnp.zeros((1, context), jnp.int32))["params"],
       loss_fn=loss_fn,
-      batch_fn=lambda step, process_index=0, process_count=1: {"tokens": text_lm.window_batch(
+      batch_fn=lambda step, process_index=0, process_count=1: {"tokens": char_corpus.window_batch(
           text.train, batch_size, context, config.seed, step, process_index, process_count)},
       eval_fn=make_eval_fn(model, windows),
       name=name)

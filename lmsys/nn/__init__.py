@@ -1,0 +1,1 @@
+"""Building blocks: attention kernels, activations, beam search, the trie."""

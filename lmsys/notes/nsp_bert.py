@@ -1,0 +1,317 @@
+"""Note 5 (kexue 8671; arXiv 2109.03564): NSP-BERT, zero-shot classification through Next
+Sentence Prediction, on the FewCLUE tasks.
+
+Every example becomes text pairs `[CLS] first [SEP] second [SEP]` scored by one number, the
+NSP head's log P(IsNext). Two mappings from scores to labels:
+
+- candidates contrast (eprstmt, tnews, iflytek, csldcp, chid): one pair per candidate label
+  (its prompt, `TEMPLATES`, filled with the label's text from the data); the prediction is the
+  candidate whose pair has the highest P(IsNext). Single-sentence tasks put the prompt first
+  (`[CLS] prompt [SEP] text [SEP]`); ChID puts the candidate idiom after the text.
+- samples contrast (ocnli, bustm, csl, cluewsc): one pair per example, no label text. All
+  examples of the threshold split (dev) are ranked by P(IsNext) and cut into C groups of
+  N // C (the last group takes the remainder), lowest scores -> the first label of
+  `SAMPLE_LABELS[task]`, highest -> the last (e.g. ocnli: contradiction < neutral < entailment,
+  as in the paper's code). The C - 1 thresholds are the midpoints between neighbouring groups'
+  boundary scores on dev; any other evaluation split is labelled by those fixed thresholds
+  (dev itself by its rank cut, which the thresholds reproduce but for ties at a boundary).
+
+Pairs, following the paper's code (github.com/sunyilgdx/NSP-BERT) where the note is silent:
+  eprstmt  [这次买的东西很差 | 这次买的东西很好] + review
+  tnews    这是一则{label_zh}新闻 + headline            (names: tnews/label_index2en2zh.json)
+  iflytek  这是一款{label_des}类软件 + description      (names: the records' label_des)
+  csldcp   这是一篇{label}类论文 + abstract              (names: csldcp/labels_all.txt)
+  chid     content (blank removed, cropped around it) + candidate idiom (the idiom is the
+           "label text"; the paper puts it first with position ids at the blank, which a
+           plain BERT call cannot take: the note puts it after the text)
+  csl      abstract + keywords joined by ","
+  cluewsc  text + 上文中{pronoun}是指 + candidate referent  (the paper's second pattern, text first)
+  ocnli, bustm  sentence2 + sentence1 (the paper's order for these two)
+
+Scoring is model-free here: `zero_shot_task` takes any `scorer(pairs [N][K]) -> [N, K]`.
+`make_scorer` builds the BERT one: every candidate of a batch of examples in one jitted call,
+padded batches through `lmsys.data.map_batches` (one compilation per task), a tqdm bar over
+examples. Run: configs/nsp_bert.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lmsys import data
+from lmsys.config import ConfigError
+
+CANDIDATE_TASKS = ("eprstmt", "tnews", "iflytek", "csldcp", "chid")
+SAMPLE_TASKS = ("ocnli", "bustm", "csl", "cluewsc")
+TASKS = ("eprstmt", "tnews", "iflytek", "csldcp", "bustm", "ocnli", "csl", "cluewsc", "chid")
+
+# Prompt per candidate label: "{}" is the label's text.
+TEMPLATES = {"tnews": "这是一则{}新闻", "iflytek": "这是一款{}类软件", "csldcp": "这是一篇{}类论文"}
+EPRSTMT_PROMPTS = {"Negative": "这次买的东西很差", "Positive": "这次买的东西很好"}
+CLUEWSC_PATTERN = "上文中{}是指"
+# Samples contrast: labels in order of increasing P(IsNext).
+SAMPLE_LABELS = {"ocnli": ("contradiction", "neutral", "entailment"), "bustm": ("0", "1"),
+                 "csl": ("0", "1"), "cluewsc": ("false", "true")}
+CHID_BLANK = "#idiom#"
+
+# The paper's zero-shot accuracy (%) with a BERT-base (FewCLUE; the note's table).
+PAPER_BERT_BASE = {"eprstmt": 86.9, "csldcp": 47.6, "tnews": 51.0, "iflytek": 41.6, "ocnli": 37.4,
+                   "bustm": 63.4, "csl": 64.4, "chid": 52.0, "cluewsc": 59.4}
+PAPER_AVERAGE = 55.96
+
+
+def mapping(task: str) -> str:
+  if task in CANDIDATE_TASKS:
+    return "candidates"
+  if task in SAMPLE_TASKS:
+    return "samples"
+  raise ConfigError(f"unknown FewCLUE task {task!r} (known: {', '.join(TASKS)})")
+
+
+# ---------------------------------------------------------------- labels and files
+
+def needed_files(task: str) -> list[str]:
+  """Label files a task's zero-shot run reads besides its split files."""
+  return {"tnews": ["label_index2en2zh.json"], "csldcp": ["labels_all.txt"]}.get(task, [])
+
+
+def label_texts(task: str, data_dir: str | None, splits: Sequence[str]) -> dict[str, str]:
+  """{label as in the records: the text the prompt shows} for a candidates-contrast task, in
+  the fixed label order of `lmsys.data.fewclue_label_names` (chid has none: its candidates
+  are per example)."""
+  if task == "eprstmt":
+    return dict(EPRSTMT_PROMPTS)
+  directory = data.fewclue_dir(task, data_dir)
+  if task == "tnews":
+    rows = data.read_json_lines(os.path.join(directory, "label_index2en2zh.json"))
+    return {str(r["label"]): r["label_zh"] for r in rows}
+  if task == "csldcp":
+    return {name: name for name in data.fewclue_label_names(task, data_dir)}
+  if task == "iflytek":  # no label file: the names are the records' label_des
+    seen = {}
+    for split in splits:
+      for r in data.load_fewclue(task, split, data_dir):
+        seen.setdefault(str(r["label"]), r.get("label_des"))
+    names = data.fewclue_label_names(task, data_dir, tuple(splits))
+    missing = [n for n in names if not seen.get(n)]
+    if missing:
+      raise ConfigError(f"fewclue/iflytek: no label_des for labels {missing[:5]} in {', '.join(splits)}")
+    return {n: seen[n] for n in names}
+  return {}
+
+
+def _label(task: str, record: dict, index: int, split: str) -> str:
+  key = "answer" if task == "chid" else "label"
+  if key not in record:
+    raise ConfigError(f"fewclue/{task}/{split}.json, record {index + 1}: no {key!r} field")
+  return str(record[key])
+
+
+# ---------------------------------------------------------------- pairs
+
+def _crop_around(text: str, start: int, budget: int) -> str:
+  """At most `budget` characters of `text` centred on position `start`."""
+  if len(text) <= budget:
+    return text
+  lo = min(max(0, start - budget // 2), len(text) - budget)
+  return text[lo:lo + budget]
+
+
+def build_pairs(task: str, records: list[dict], names: dict[str, str] | None = None,
+                max_length: int = 128, split: str = "") -> tuple[list[list[tuple[str, str]]], np.ndarray]:
+  """(pairs [N][K] of (first, second) texts, labels int [N]) for `task`.
+
+  Candidates contrast: K candidates per example, label = the index of the true one among
+  them; samples contrast: K = 1, label = the index in SAMPLE_LABELS[task]. `names` is
+  `label_texts(...)` for the label-set tasks. `max_length` (tokens) only guides the character
+  crops that keep the blank (chid) and the pattern (cluewsc) inside the model's window.
+  """
+  pairs, labels = [], []
+  if task in ("eprstmt", "tnews", "iflytek", "csldcp"):
+    if not names:
+      raise ConfigError(f"fewclue/{task}: no label names")
+    template = TEMPLATES.get(task, "{}")
+    prompts = [template.format(text) for text in names.values()]
+    index = {label: i for i, label in enumerate(names)}
+    for i, r in enumerate(records):
+      text = data.fewclue_text(task, r)
+      pairs.append([(prompt, text) for prompt in prompts])
+      label = _label(task, r, i, split)
+      if label not in index:
+        raise ConfigError(f"fewclue/{task}/{split}.json, record {i + 1}: label {label!r} not in the label list")
+      labels.append(index[label])
+  elif task == "chid":
+    for i, r in enumerate(records):
+      content, candidates = r.get("content", ""), r.get("candidates") or []
+      if CHID_BLANK not in content or not candidates:
+        raise ConfigError(f"fewclue/chid/{split}.json, record {i + 1}: no {CHID_BLANK} blank or no candidates")
+      budget = max(8, max_length - 3 - max(len(c) for c in candidates))
+      text = _crop_around(content.replace(CHID_BLANK, ""), content.index(CHID_BLANK), budget)
+      pairs.append([(text, candidate) for candidate in candidates])
+      labels.append(int(_label(task, r, i, split)))
+  elif task in SAMPLE_TASKS:
+    order = {label: k for k, label in enumerate(SAMPLE_LABELS[task])}
+    for i, r in enumerate(records):
+      if task in ("ocnli", "bustm"):
+        pair = (r["sentence2"], r["sentence1"])
+      elif task == "csl":
+        pair = (r["abst"], ",".join(r["keyword"]))
+      else:  # cluewsc
+        target = r["target"]
+        pattern = CLUEWSC_PATTERN.format(target["span2_text"])
+        budget = max(8, max_length - 3 - len(target["span1_text"]) - len(pattern))
+        pair = (r["text"][-budget:] + pattern, target["span1_text"])
+      pairs.append([pair])
+      label = _label(task, r, i, split)
+      if label not in order:
+        raise ConfigError(f"fewclue/{task}/{split}.json, record {i + 1}: label {label!r} not one of "
+                          f"{', '.join(SAMPLE_LABELS[task])}")
+      labels.append(order[label])
+  else:
+    mapping(task)
+  if pairs and len({len(p) for p in pairs}) != 1:
+    raise ConfigError(f"fewclue/{task}/{split}.json: examples have different numbers of candidates "
+                      f"({sorted({len(p) for p in pairs})})")
+  return pairs, np.asarray(labels, np.int64)
+
+
+# ---------------------------------------------------------------- mappings
+
+def candidates_predict(scores: np.ndarray) -> np.ndarray:
+  """Candidates contrast: the candidate with the highest log P(IsNext), per example."""
+  return np.argmax(scores, axis=-1)
+
+
+def rank_cut(scores: np.ndarray, num_labels: int) -> np.ndarray:
+  """Samples contrast: rank by score, cut into num_labels groups of N // C (the last takes
+  the remainder); group g (ascending scores) -> label g. Ties are broken by position."""
+  scores = np.asarray(scores).reshape(-1)
+  order = np.argsort(scores, kind="stable")
+  size = len(scores) // num_labels
+  groups = np.minimum(np.arange(len(scores)) // max(size, 1), num_labels - 1)
+  predictions = np.empty(len(scores), np.int64)
+  predictions[order] = groups
+  return predictions
+
+
+def fit_thresholds(scores: np.ndarray, num_labels: int) -> np.ndarray:
+  """The C - 1 thresholds of the rank cut of `scores` (dev): midpoints between the highest
+  score of group g and the lowest of group g + 1."""
+  scores = np.sort(np.asarray(scores, np.float64).reshape(-1))
+  size = len(scores) // num_labels
+  if size < 1:
+    raise ConfigError(f"samples contrast: {len(scores)} threshold examples cannot make {num_labels} groups")
+  cuts = np.arange(1, num_labels) * size
+  return (scores[cuts - 1] + scores[cuts]) / 2
+
+
+def apply_thresholds(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+  """Label = the number of thresholds at or below the score (0 .. C - 1)."""
+  return np.searchsorted(np.asarray(thresholds), np.asarray(scores).reshape(-1), side="right")
+
+
+# ---------------------------------------------------------------- one task
+
+@dataclasses.dataclass
+class TaskResult:
+  task: str
+  mapping: str
+  accuracy: float
+  predictions: np.ndarray
+  labels: np.ndarray
+  candidates: int
+  thresholds: list[float] | None = None
+  threshold_split_accuracy: float | None = None
+
+
+def zero_shot_task(task: str, scorer: Callable, eval_records: list[dict], names: dict | None = None,
+                   threshold_records: list[dict] | None = None, max_length: int = 128,
+                   eval_split: str = "", threshold_split: str = "") -> TaskResult:
+  """Zero-shot predictions and accuracy of `task` on `eval_records`.
+
+  `scorer(pairs [N][K]) -> float [N, K]` is log P(IsNext) (any monotone score works). Samples
+  contrast fixes its thresholds on `threshold_records` (dev; the same list may be passed as
+  both, and is then scored once).
+  """
+  pairs, labels = build_pairs(task, eval_records, names, max_length, eval_split)
+  scores = np.asarray(scorer(pairs))
+  if mapping(task) == "candidates":
+    predictions = candidates_predict(scores)
+    return TaskResult(task, "candidates", float(np.mean(predictions == labels)), predictions, labels,
+                      candidates=len(pairs[0]))
+  num_labels = len(SAMPLE_LABELS[task])
+  if threshold_records is None or threshold_records is eval_records:
+    dev_scores, dev_labels = scores, labels
+  else:
+    dev_pairs, dev_labels = build_pairs(task, threshold_records, None, max_length, threshold_split)
+    dev_scores = np.asarray(scorer(dev_pairs))
+  thresholds = fit_thresholds(dev_scores, num_labels)
+  dev_predictions = rank_cut(dev_scores, num_labels)
+  dev_accuracy = float(np.mean(dev_predictions == dev_labels))
+  # On the threshold split itself the rank cut is the prediction (as the paper's dev numbers;
+  # it also settles ties at a boundary); any other split goes through the fixed thresholds.
+  predictions = dev_predictions if dev_scores is scores else apply_thresholds(scores, thresholds)
+  return TaskResult(task, "samples", float(np.mean(predictions == labels)), predictions, labels,
+                    candidates=num_labels, thresholds=[float(t) for t in thresholds],
+                    threshold_split_accuracy=dev_accuracy)
+
+
+def baselines(task: str, labels: np.ndarray, candidates: int) -> dict[str, float]:
+  """majority: predicting the most frequent label of the evaluated split itself (the best
+  constant guess, so an upper bound on it); random: the expected accuracy of a uniform guess."""
+  counts = collections.Counter(labels.tolist())
+  return {"majority": counts.most_common(1)[0][1] / len(labels), "random": 1.0 / candidates}
+
+
+# ---------------------------------------------------------------- the BERT scorer
+
+def make_scorer(log_prob_fn: Callable, params, tokenizer, max_length: int = 128, batch_pairs: int = 256,
+                desc: str = "nsp", progress: bool | None = None) -> Callable:
+  """pairs [N][K] -> log P(IsNext) float32 [N, K] from a BERT.
+
+  `log_prob_fn(params, input_ids, token_type_ids, attention_mask) -> [rows]` (jitted by the
+  caller). Each call scores max(1, batch_pairs // K) examples with all their K candidates;
+  the last batch is padded (map_batches), so each task compiles once. The sequence length is
+  the longest encoded pair of the task, rounded up to 16, at most max_length.
+  """
+  from lmsys.data import wordpiece  # pylint: disable=g-import-not-at-top
+
+  def scorer(pairs):
+    num, k = len(pairs), len(pairs[0])
+    firsts = [a for example in pairs for a, _ in example]
+    seconds = [b for example in pairs for _, b in example]
+    enc = wordpiece.encode_pairs(tokenizer, firsts, seconds, max_length)
+    used = int(enc["attention_mask"].sum(1).max())
+    length = min(max_length, -(-used // 16) * 16)
+    arrays = {key: np.asarray(v)[:, :length].reshape(num, k, length) for key, v in enc.items()}
+    per_call = max(1, batch_pairs // k)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=num, desc=desc, unit="ex", disable=not show, dynamic_ncols=True) as bar:
+      def score_batch(batch, offset):
+        flat = {key: v.reshape(-1, length) for key, v in batch.items()}
+        out = log_prob_fn(params, flat["input_ids"], flat["token_type_ids"], flat["attention_mask"])
+        bar.update(min(per_call, num - offset))
+        return {"score": np.asarray(out, np.float32).reshape(-1, k)}
+      return data.map_batches(score_batch, arrays, min(per_call, num))["score"]
+
+  return scorer
+
+
+def bert_log_prob_fn(model) -> Callable:
+  """A jitted (params, ids, types, mask) -> log P(IsNext) [rows] for a BertForPreTraining.
+  Only the NSP output is returned, so XLA drops the unused MLM head."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from lmsys.models import bert  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def log_prob(params, input_ids, token_type_ids, attention_mask):
+    _, nsp_logits = model.apply(params, input_ids, token_type_ids, attention_mask, deterministic=True)
+    return bert.is_next_log_prob(nsp_logits)
+  return log_prob
