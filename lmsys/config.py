@@ -72,16 +72,30 @@ def experiment_config(experiment: str, seed: int = 0) -> ml_collections.ConfigDi
   return ml_collections.ConfigDict({"experiment": experiment, "seed": seed})
 
 
+# The `train` section's defaults: configs start from them (`train_defaults`) and the trainer
+# falls back to them for a key a config leaves out.
+TRAIN_DEFAULTS = {
+    "num_steps": 1000,
+    "batch_size": 128,
+    "log_every": 50,
+    "eval_every": 500,
+    "checkpoint_every": 500,
+    "keep_checkpoints": 3,
+    "progress_bar": True,   # a tqdm bar when stderr is a terminal; a line a log step / minute otherwise
+    "profile_steps": 0,     # > 0: a jax.profiler trace of that many steps in <workdir>/profile/
+}
+
+
 def train_defaults(**overrides) -> ml_collections.ConfigDict:
-  """The `train` section every trained experiment starts from (read by lmsys.trainer)."""
-  c = ml_collections.ConfigDict()
-  c.num_steps = 1000
-  c.batch_size = 128
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.progress_bar = True   # shown only when stderr is a terminal
+  """The `train` section every trained experiment starts from (read by lmsys.trainer).
+
+  Args:
+    **overrides: keys of TRAIN_DEFAULTS to change.
+
+  Returns:
+    A ConfigDict of TRAIN_DEFAULTS updated by `overrides`.
+  """
+  c = ml_collections.ConfigDict(dict(TRAIN_DEFAULTS))
   c.update(overrides)
   return c
 
@@ -103,7 +117,7 @@ def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
 # Keys a resumed run may change without changing the maths of the run.
 RESUME_SAFE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.progress_bar",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.progress_bar", "train.profile_steps",
     "workdir",
 )
 

@@ -1,7 +1,10 @@
 """The shared trainer: one loop for every gradient-trained model in lmsys.
 
-Read top to bottom like big_vision's train.py: optimizer, mesh and state,
-update step, checkpoint restore, train loop. Design choices, each for a reason:
+Read top to bottom like big_vision's train.py: validation and the optimizer, then
+the pieces `train` is made of (`init_state`, `make_train_step`: importable, the
+benchmarks use them), then `train` and its stages in the order it runs them
+(`_build`: optimizer, mesh, shardings, checkpoint manager; `_restore_or_init`;
+`_make_put_batch`; `_compile`; `_loop`). Design choices, each for a reason:
 
 - Batches come from `batch_fn(step, process_index=, process_count=)` (each
   process builds only its rows) and the step's randomness is
@@ -18,6 +21,9 @@ update step, checkpoint restore, train loop. Design choices, each for a reason:
   run is replayed from that checkpoint with a finite flag per gradient and
   parameter leaf, to report the step where it happened and the first
   offending parameter path (checking every leaf every step cost ~10% a step).
+- Progress: a tqdm bar on a terminal; otherwise (SLURM, nohup, a sweep) one
+  line per log step and at least one a minute (`Progress`). At the start of a
+  fresh run: the devices and a parameter overview.
 - Resume and faults (docs/reliability.md): the newest readable checkpoint is
   restored (unreadable ones are moved aside); metrics rows this trainer wrote
   after it are removed, since the resume writes them again; SIGTERM/SIGINT
@@ -38,6 +44,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
@@ -61,6 +68,7 @@ class Interrupted(Exception):
 
 @dataclasses.dataclass
 class TrainResult:
+  """What `train` returns: final params, the step reached, the last train/eval metrics, steps/s."""
   params: Any
   step: int
   train_metrics: dict
@@ -72,6 +80,14 @@ class TrainResult:
 # Validation (called by experiments' `validate` before any compute).
 # ---------------------------------------------------------------------------
 def validate_config(config) -> None:
+  """Checks the keys the trainer reads (train.*, seed, optimizer.*), before any compute.
+
+  Args:
+    config: the experiment config.
+
+  Raises:
+    ConfigError: naming the first bad key and its value.
+  """
   for key in ("train.num_steps", "train.batch_size", "train.log_every",
               "train.eval_every", "train.checkpoint_every"):
     check_positive_int(config, key)
@@ -92,7 +108,15 @@ def validate_config(config) -> None:
 
 
 def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
-  """Optax optimizer by name with warmup + constant/cosine schedule, decay, clipping."""
+  """An optax optimizer by name with warmup + constant/cosine schedule, decay and clipping.
+
+  Args:
+    opt_config: the `optimizer` section (`lmsys.config.optimizer_defaults`).
+    num_steps: the run's length (the cosine schedule decays to 0 there).
+
+  Returns:
+    The chained gradient transformation.
+  """
   peak, warmup = opt_config.learning_rate, int(get(opt_config, "warmup_steps", 0) or 0)
   if get(opt_config, "schedule", "constant") == "cosine":
     lr = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_steps, warmup + 1))
@@ -117,22 +141,8 @@ def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
 
 
 def _write_split(name: str, split: str) -> str:
+  """The metrics split of a named sub-run ('<name>/train') or of the run ('train')."""
   return f"{name}/{split}" if name else split
-
-
-# ---------------------------------------------------------------------------
-# The loop.
-# ---------------------------------------------------------------------------
-def train(config, workdir: str, writer, *,
-          init_fn: Callable[[jax.Array], Any],
-          loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
-          batch_fn: Callable[..., Any],
-          eval_fn: Callable[[Any], dict] | None = None,
-          name: str = "") -> TrainResult:
-  """Trains params from `init_fn` on `loss_fn`; resumes from `workdir/checkpoints`."""
-  with _stop_signals() as received:
-    return _train(config, workdir, writer, init_fn=init_fn, loss_fn=loss_fn, batch_fn=batch_fn,
-                  eval_fn=eval_fn, name=name, received=received)
 
 
 @contextlib.contextmanager
@@ -179,166 +189,232 @@ def _stale_row(row: dict, step: int, name: str) -> bool:
   return row_step > step or (row_step == step and split.rsplit("/", 1)[-1] not in ("train", "eval"))
 
 
-def _finite_leaves(tree) -> jax.Array:
-  """[number of leaves] bool: leaf i has no NaN/inf (one reduction a leaf, fused by XLA)."""
+def finite_leaves(tree) -> jax.Array:
+  """Whether each leaf of `tree` is free of NaN/inf.
+
+  Args:
+    tree: a pytree of arrays.
+
+  Returns:
+    bool [number of leaves]: entry i is True when leaf i is finite (one reduction a leaf,
+    fused by XLA).
+  """
   return jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)])
 
 
-def _param_paths(params) -> list[str]:
-  """'params/Dense_0/kernel', ... in leaf order (the order of `_finite_leaves`)."""
+def param_paths(params) -> list[str]:
+  """'params/Dense_0/kernel', ... in leaf order (the order of `finite_leaves`)."""
   return ["params/" + jax.tree_util.keystr(path, simple=True, separator="/")
           for path, _ in jax.tree_util.tree_leaves_with_path(params)]
 
 
-def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name, received) -> TrainResult:
-  tc = config.train
-  num_steps = tc.num_steps
-  # Plain ints: the loop reads them every step, and a ConfigDict lookup is not free.
-  log_every, eval_every, checkpoint_every = int(tc.log_every), int(tc.eval_every), int(tc.checkpoint_every)
+def parameter_overview(params) -> str:
+  """A table of parameter count and bytes per top-level module (as clu's parameter_overview).
 
-  # -- Optimizer, mesh, state -------------------------------------------------
-  tx = make_optimizer(config.optimizer, num_steps)
+  Args:
+    params: a pytree of arrays or ShapeDtypeStructs (e.g. from `jax.eval_shape`).
+
+  Returns:
+    Lines `module  count  bytes`, the total last.
+  """
+  rows: dict[str, list[int]] = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    top = jax.tree_util.keystr(path[:1], simple=True, separator="/") if path else "(root)"
+    count = int(np.prod(leaf.shape))
+    row = rows.setdefault(top, [0, 0])
+    row[0] += count
+    row[1] += count * np.dtype(leaf.dtype).itemsize
+  total = [sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values())]
+  width = max([len(k) for k in rows] + [len("total")])
+  lines = [f"{'module':<{width}}  {'parameters':>12}  {'bytes':>12}"]
+  lines += [f"{k:<{width}}  {c:>12,}  {b:>12,}" for k, (c, b) in rows.items()]
+  lines.append(f"{'total':<{width}}  {total[0]:>12,}  {total[1]:>12,}")
+  return "\n".join(lines)
+
+
+def init_state(init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransformation, key: jax.Array) -> dict:
+  """The training state: params, optimizer state, step, and the first non-finite step seen.
+
+  Args:
+    init_fn: key -> params.
+    tx: the optimizer.
+    key: the initialisation key.
+
+  Returns:
+    {'params', 'opt_state', 'step', 'nonfinite_step' (-1: none), 'nonfinite_kind' (bits:
+    1 loss, 2 gradient, 4 parameter), 'nonfinite_leaf' (index of the first bad leaf)}.
+    The last two are never checkpointed (a save happens only while they are unset).
+  """
+  params = init_fn(key)
+  return {"params": params, "opt_state": tx.init(params),
+          "step": jnp.zeros((), jnp.int32),
+          "nonfinite_step": jnp.full((), -1, jnp.int32),
+          "nonfinite_kind": jnp.zeros((), jnp.int32),
+          "nonfinite_leaf": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
+                    tx: optax.GradientTransformation, step_key: jax.Array, *, log_every: int,
+                    num_steps: int, check_leaves: bool = False) -> Callable[[dict, Any], tuple[dict, dict]]:
+  """The update step `(state, batch) -> (state, metrics)`, not yet jitted.
+
+  The step's randomness is `fold_in(step_key, step)`, so a resumed run draws what an
+  uninterrupted one would. A non-finite loss is recorded every step (a scalar select, no
+  host sync); with `check_leaves` a finite flag per gradient and new-parameter leaf is
+  recorded too. The loop runs without them and only compiles the checked step to replay
+  from the last checkpoint when a boundary check fails (checking every leaf every step
+  cost about a tenth of a step on small models). The gradient norm, a reduction over every
+  parameter, is computed only on steps that log.
+
+  Args:
+    loss_fn: (params, batch, rng) -> (loss, aux metrics).
+    tx: the optimizer.
+    step_key: the key folded with the step number.
+    log_every: steps between logged metrics (the grad norm is computed on those).
+    num_steps: the last step also logs.
+    check_leaves: add the per-leaf finite flags.
+
+  Returns:
+    The step function; metrics hold 'loss', 'grad_norm' (0 on steps that do not log) and aux.
+  """
+  def train_step(state, batch):
+    step, params = state["step"], state["params"]
+    rng = jax.random.fold_in(step_key, step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    kind = jnp.where(jnp.isfinite(loss), 0, 1)
+    leaf = jnp.zeros((), jnp.int32)
+    if check_leaves:
+      grads_ok, params_ok = finite_leaves(grads), finite_leaves(new_params)
+      kind = kind | jnp.where(grads_ok.all(), 0, 2) | jnp.where(params_ok.all(), 0, 4)
+      leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
+    first_bad = (state["nonfinite_step"] < 0) & (kind > 0)
+    new_state = {
+        "params": new_params,
+        "opt_state": opt_state,
+        "step": step + 1,
+        "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
+        "nonfinite_kind": jnp.where(first_bad, kind, state["nonfinite_kind"]),
+        "nonfinite_leaf": jnp.where(first_bad, leaf, state["nonfinite_leaf"]),
+    }
+    logs = ((step + 1) % log_every == 0) | (step + 1 == num_steps)
+    grad_norm = jax.lax.cond(logs, lambda g: optax.tree.norm(g).astype(jnp.float32),
+                             lambda g: jnp.zeros((), jnp.float32), grads)
+    return new_state, {"loss": loss, "grad_norm": grad_norm, **aux}
+
+  return train_step
+
+
+class Progress:
+  """Progress for people: a tqdm bar on a terminal, else one line at each log step and each minute.
+
+  A log file (SLURM, nohup, a sweep) then shows e.g.
+  `step 120/3000 (4%) 1.7 steps/s eta 28m loss 2.31`.
+  """
+
+  def __init__(self, total: int, initial: int, name: str, bar: bool, every_seconds: float = 60.0):
+    self.total, self.name, self.every = total, name, every_seconds
+    self.terminal = sys.stderr.isatty()
+    self.bar = tqdm(total=total, initial=initial, disable=not (bar and self.terminal), desc=name or "train",
+                    dynamic_ncols=True, unit="step")
+    self.loss = None
+    self.last_line = time.monotonic()
+
+  def update(self, done: int, rate: float, loss: float | None = None) -> None:
+    """Called once a step; `loss` on the steps that log."""
+    self.bar.update(1)
+    if loss is not None:
+      self.loss = loss
+      self.bar.set_postfix(loss=f"{loss:.4f}")
+    now = time.monotonic()
+    if not self.terminal and (loss is not None or now - self.last_line >= self.every):
+      self.last_line = now
+      print(self.line(done, rate), file=sys.stderr, flush=True)
+
+  def line(self, done: int, rate: float) -> str:
+    """`[name] step D/T (P%) R steps/s eta E loss L`."""
+    eta = ""
+    if rate == rate and rate > 0:  # not NaN
+      seconds = (self.total - done) / rate
+      eta = f" eta {seconds / 3600:.1f}h" if seconds >= 5400 else f" eta {seconds / 60:.0f}m" \
+          if seconds >= 90 else f" eta {seconds:.0f}s"
+    rate_text = f" {rate:.3g} steps/s" if rate == rate else ""
+    loss = f" loss {self.loss:.4g}" if self.loss is not None else ""
+    prefix = f"{self.name}: " if self.name else ""
+    return f"{prefix}step {done}/{self.total} ({100 * done // max(self.total, 1)}%){rate_text}{eta}{loss}"
+
+  def close(self) -> None:
+    self.bar.close()
+
+
+# ---------------------------------------------------------------------------
+# The stages of `train`, in the order it runs them.
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Setup:
+  """What every stage of one training run shares (built once by `_build`)."""
+  tx: optax.GradientTransformation
+  replicated: NamedSharding
+  data_sharding: NamedSharding
+  state_shardings: Any
+  abstract_state: Any
+  init_key: jax.Array
+  step_key: jax.Array
+  mngr: Any
+  ckpt_dir: str
+  meta: dict
+  name: str
+
+
+def _build(config, workdir: str, init_fn, name: str) -> _Setup:
+  """Optimizer, mesh and shardings, the abstract state and the checkpoint manager."""
+  tx = make_optimizer(config.optimizer, config.train.num_steps)
   # Auto axes: the returned params are plain replicated arrays that any later computation
   # (evaluation, decoding with a cache) can mix with unsharded inputs.
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P("data"))
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-
-  def init_state(key):
-    params = init_fn(key)
-    return {"params": params, "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "nonfinite_step": jnp.full((), -1, jnp.int32),
-            # What was first non-finite (bits: 1 loss, 2 gradient, 4 parameter) and the
-            # index of the first such gradient/parameter leaf. Not checkpointed (a save only
-            # happens while they are unset), so older checkpoints still restore.
-            "nonfinite_kind": jnp.zeros((), jnp.int32),
-            "nonfinite_leaf": jnp.zeros((), jnp.int32)}
-
-  abstract_state = jax.eval_shape(init_state, init_key)
-  state_shardings = jax.tree.map(lambda _: replicated, abstract_state)
-
-  # -- Update step ------------------------------------------------------------
-  def make_train_step(check_leaves: bool):
-    """The update step; check_leaves adds a finite flag per gradient and new-parameter leaf.
-
-    The loop runs the step without them: a non-finite loss is recorded every step
-    (a scalar), and the parameters are checked at every log/eval/checkpoint
-    boundary, before any save. Only when either fails is the step with leaf
-    flags compiled and the run replayed from its last checkpoint to find the
-    first bad step and leaf (`locate_nonfinite`): checking every leaf every
-    step cost +8-11% per step on small models (docs/results/trainer.md).
-    """
-    def train_step(state, batch):
-      step, params = state["step"], state["params"]
-      rng = jax.random.fold_in(step_key, step)
-      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-      updates, opt_state = tx.update(grads, state["opt_state"], params)
-      new_params = optax.apply_updates(params, updates)
-      # Record the first non-finite step, what it was and where (scalar selects, no host sync).
-      kind = jnp.where(jnp.isfinite(loss), 0, 1)
-      leaf = jnp.zeros((), jnp.int32)
-      if check_leaves:
-        grads_ok, params_ok = _finite_leaves(grads), _finite_leaves(new_params)
-        kind = kind | jnp.where(grads_ok.all(), 0, 2) | jnp.where(params_ok.all(), 0, 4)
-        leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
-      first_bad = (state["nonfinite_step"] < 0) & (kind > 0)
-      new_state = {
-          "params": new_params,
-          "opt_state": opt_state,
-          "step": step + 1,
-          "nonfinite_step": jnp.where(first_bad, step, state["nonfinite_step"]),
-          "nonfinite_kind": jnp.where(first_bad, kind, state["nonfinite_kind"]),
-          "nonfinite_leaf": jnp.where(first_bad, leaf, state["nonfinite_leaf"]),
-      }
-      # The logged values are those of the logged step itself; the gradient norm (a
-      # reduction over every parameter) is only worth its cost on the steps that log it.
-      logs = ((step + 1) % log_every == 0) | (step + 1 == num_steps)
-      grad_norm = jax.lax.cond(logs, lambda g: optax.tree.norm(g).astype(jnp.float32),
-                               lambda g: jnp.zeros((), jnp.float32), grads)
-      metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
-      return new_state, metrics
-
-    return jax.jit(train_step, in_shardings=(state_shardings, data_sharding),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
-
-  update = make_train_step(check_leaves=False)
-  params_finite = jax.jit(lambda params: _finite_leaves(params).all())
-
-  # -- Load checkpoint or initialise -----------------------------------------
+  abstract_state = jax.eval_shape(lambda key: init_state(init_fn, tx, key), init_key)
   ckpt_dir = os.path.join(workdir, "checkpoints", name) if name else os.path.join(workdir, "checkpoints")
-  mngr = checkpoint.manager(ckpt_dir, max_to_keep=get(config, "train.keep_checkpoints", 3))
-  meta = {"name": name, "seed": config.seed, "num_steps": num_steps}
-  saved = lambda tree: {k: v for k, v in tree.items() if k not in ("nonfinite_kind", "nonfinite_leaf")}
-  param_paths = _param_paths(abstract_state["params"])
+  keep = get(config, "train.keep_checkpoints", config_lib.TRAIN_DEFAULTS["keep_checkpoints"])
+  return _Setup(tx=tx, replicated=replicated, data_sharding=NamedSharding(mesh, P("data")),
+                state_shardings=jax.tree.map(lambda _: replicated, abstract_state),
+                abstract_state=abstract_state, init_key=init_key, step_key=step_key,
+                mngr=checkpoint.manager(ckpt_dir, max_to_keep=keep), ckpt_dir=ckpt_dir,
+                meta={"name": name, "seed": config.seed, "num_steps": config.train.num_steps}, name=name)
 
-  def restore_or_init():
-    """The state of the newest readable checkpoint, or the initial state if there is none."""
-    restored = checkpoint.restore_latest(
-        mngr, checkpoint.abstract_like(saved(abstract_state), saved(state_shardings)))
-    if restored is None:
-      return jax.jit(init_state, out_shardings=state_shardings)(init_key)
-    zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)
-    return {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
 
-  state = restore_or_init()
-  start = int(state["step"])
-  # Rows written after that checkpoint (by a killed run) are written again below: remove them.
-  # TensorBoard hides its later events too, for an unnamed run (a workdir's named runs share
-  # one event directory, where a purge would hide the other runs' later steps).
-  writer.rewind(lambda row: _stale_row(row, start, name), purge_step=None if name else start + 1)
+def _saved(state: dict) -> dict:
+  """The part of the state a checkpoint holds."""
+  return {k: v for k, v in state.items() if k not in ("nonfinite_kind", "nonfinite_leaf")}
 
-  def host_local(tree):
-    # Replicated arrays of a multi-host mesh as this host's copy, so eval code
-    # can mix them with host numpy arrays.
-    if jax.process_count() == 1:
-      return tree
-    return jax.tree.map(lambda a: a.addressable_data(0), tree)
 
-  def check_finite(state):
-    """At a boundary, before any save: raise if the loss or a parameter went non-finite."""
-    if int(state["nonfinite_step"]) < 0 and bool(params_finite(state["params"])):
-      return
-    checkpoint.wait(mngr)
-    last = mngr.latest_step()
-    found = locate_nonfinite(int(state["step"]))
-    if found is None:  # not reproduced (a non-deterministic backend): say what was seen
-      bad = int(state["nonfinite_step"])
-      seen = f"loss at step {bad}" if bad >= 0 else f"parameter by step {int(state['step'])}"
-      message = (f"non-finite {seen}{f' ({name})' if name else ''}; replaying from "
-                 f"{'the start' if last is None else f'step {last}'} did not reproduce it, so the first bad "
-                 f"gradient/parameter is unknown")
-    else:
-      bad, kind, leaf = found
-      path = param_paths[leaf]
-      what = "loss" if kind & 1 else "gradient" if kind & 2 else "parameter"
-      where = (f"first non-finite gradient: {path}" if kind & 2 else
-               f"first non-finite parameter: {path}" if kind & 4 else "gradients and parameters finite")
-      message = f"non-finite {what} at step {bad}{f' ({name})' if name else ''}; {where}"
-    raise NonFiniteLossError(f"{message}; training stopped, last good checkpoint: "
-                             f"{'none' if last is None else f'step {last}'} in {ckpt_dir}")
+def _jit_step(setup: _Setup, step_fn):
+  return jax.jit(step_fn, in_shardings=(setup.state_shardings, setup.data_sharding),
+                 out_shardings=(setup.state_shardings, setup.replicated), donate_argnums=0)
 
-  def locate_nonfinite(stop):
-    """(step, kind, leaf) of the first non-finite loss/gradient/parameter before `stop`, or None.
 
-    Replays from the last checkpoint (or the initial state) with per-leaf flags:
-    batches and randomness are functions of the step, so the replay computes what
-    the run did (bitwise on CPU). Costs at most one checkpoint interval of steps,
-    and only when something went wrong.
-    """
-    replay = restore_or_init()
-    checked = make_train_step(check_leaves=True)
-    for step in range(int(replay["step"]), stop):
-      replay, _ = checked(replay, put_batch(step))
-      if int(replay["nonfinite_step"]) >= 0:
-        return int(replay["nonfinite_step"]), int(replay["nonfinite_kind"]), int(replay["nonfinite_leaf"])
-    return None
+def _restore_or_init(setup: _Setup, init_fn) -> dict:
+  """The state of the newest readable checkpoint, or the initial state if there is none."""
+  restored = checkpoint.restore_latest(
+      setup.mngr, checkpoint.abstract_like(_saved(setup.abstract_state), _saved(setup.state_shardings)))
+  if restored is None:
+    return jax.jit(lambda key: init_state(init_fn, setup.tx, key), out_shardings=setup.state_shardings)(
+        setup.init_key)
+  zero = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=setup.replicated)
+  return {**restored[0], "nonfinite_kind": zero(), "nonfinite_leaf": zero()}
 
-  # Per-host input: a batch_fn taking process_index/process_count builds only this
-  # process's rows of the global batch (lmsys.data.batch_rows); one taking only
-  # the step builds the whole global batch and each process keeps its slice.
+
+def _make_put_batch(config, batch_fn, data_sharding) -> Callable[[int], Any]:
+  """step -> the batch as the jitted step takes it (this process's rows of the global batch).
+
+  A batch_fn taking process_index/process_count builds only this process's rows
+  (lmsys.data.batch_rows); one taking only the step builds the whole global batch and
+  each process keeps its slice.
+  """
   per_host_input = "process_index" in inspect.signature(batch_fn).parameters
+  global_batch = config.train.batch_size
 
   def put_batch(step):
     processes, index = jax.process_count(), jax.process_index()
@@ -347,77 +423,222 @@ def _train(config, workdir, writer, *, init_fn, loss_fn, batch_fn, eval_fn, name
     else:
       batch = batch_fn(step)
       if processes > 1:
-        rows = config.train.batch_size // processes
+        rows = global_batch // processes
         batch = jax.tree.map(lambda a: a[index * rows:(index + 1) * rows], batch)
-    # On one host, jit shards host arrays itself (cheaper than a device_put per
-    # step); across hosts the process's rows become its shards of the global batch.
+    # On one host, jit shards host arrays itself (cheaper than a device_put per step);
+    # across hosts the process's rows become its shards of the global batch.
     if processes == 1:
       return batch
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(
-        data_sharding, a, (config.train.batch_size, *a.shape[1:])), batch)
+        data_sharding, a, (global_batch, *a.shape[1:])), batch)
 
-  # -- Train loop -------------------------------------------------------------
-  show_bar = bool(get(config, "train.progress_bar", True)) and sys.stderr.isatty()
-  bar = tqdm(total=num_steps, initial=start, disable=not show_bar, desc=name or "train",
-             dynamic_ncols=True, unit="step")
+  return put_batch
+
+
+def _host_local(tree):
+  """Replicated arrays of a multi-host mesh as this host's copy (eval code mixes them with numpy)."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda a: a.addressable_data(0), tree)
+
+
+def _locate_nonfinite(setup: _Setup, init_fn, loss_fn, put_batch, config, stop: int):
+  """(step, kind, leaf) of the first non-finite loss/gradient/parameter before `stop`, or None.
+
+  Replays from the last checkpoint (or the initial state) with per-leaf flags: batches
+  and randomness are functions of the step, so the replay computes what the run did
+  (bitwise on CPU). Costs at most one checkpoint interval of steps, and only on failure.
+  """
+  replay = _restore_or_init(setup, init_fn)
+  checked = _jit_step(setup, make_train_step(loss_fn, setup.tx, setup.step_key, log_every=config.train.log_every,
+                                             num_steps=config.train.num_steps, check_leaves=True))
+  for step in range(int(replay["step"]), stop):
+    replay, _ = checked(replay, put_batch(step))
+    if int(replay["nonfinite_step"]) >= 0:
+      return int(replay["nonfinite_step"]), int(replay["nonfinite_kind"]), int(replay["nonfinite_leaf"])
+  return None
+
+
+def _nonfinite_message(setup: _Setup, state, found, last) -> str:
+  """What went non-finite, where, and which checkpoint is intact."""
+  name = f" ({setup.name})" if setup.name else ""
+  if found is None:  # not reproduced (a non-deterministic backend): say what was seen
+    bad = int(state["nonfinite_step"])
+    seen = f"loss at step {bad}" if bad >= 0 else f"parameter by step {int(state['step'])}"
+    message = (f"non-finite {seen}{name}; replaying from {'the start' if last is None else f'step {last}'} "
+               f"did not reproduce it, so the first bad gradient/parameter is unknown")
+  else:
+    bad, kind, leaf = found
+    path = param_paths(setup.abstract_state["params"])[leaf]
+    what = "loss" if kind & 1 else "gradient" if kind & 2 else "parameter"
+    where = (f"first non-finite gradient: {path}" if kind & 2 else
+             f"first non-finite parameter: {path}" if kind & 4 else "gradients and parameters finite")
+    message = f"non-finite {what} at step {bad}{name}; {where}"
+  return (f"{message}; training stopped, last good checkpoint: "
+          f"{'none' if last is None else f'step {last}'} in {setup.ckpt_dir}")
+
+
+def _compile(update, state, first_batch, writer, name: str, start: int):
+  """Compiles the step once, ahead of time, on the first batch; writes the compile time.
+
+  A batch of another shape or dtype later is an error, never a silent recompilation.
+  """
+  with timing.Stopwatch() as watch:
+    compiled = update.lower(state, first_batch).compile()
+  writer.write(start, _write_split(name, "compile"), compile_seconds=watch.seconds)
+  return compiled
+
+
+def _profile_window(config, start: int) -> tuple[int, int]:
+  """[first, last) steps to trace with jax.profiler (`train.profile_steps`: a count, 0 = none).
+
+  The trace starts one step after the first timed step, so compilation is not in it.
+  """
+  count = int(get(config, "train.profile_steps", config_lib.TRAIN_DEFAULTS["profile_steps"]) or 0)
+  return (start + 2, start + 2 + count) if count > 0 else (-1, -1)
+
+
+def _evaluate(eval_fn, state) -> dict:
+  """eval_fn on this host's copy of the params, as floats."""
+  return {k: float(v) for k, v in eval_fn(_host_local(state["params"])).items()}
+
+
+def _profile(step: int, first: int, stop: int, trace_dir: str, state) -> None:
+  """Starts a jax.profiler trace before step `first`; stops it before step `stop` (state ready)."""
+  if step == first and first < stop:
+    jax.profiler.start_trace(trace_dir)
+  elif step == stop and first < stop:
+    jax.block_until_ready(state)
+    jax.profiler.stop_trace()
+
+
+def _stop_on_signal(setup: _Setup, state, done: int, signum: int, saved_already: bool):
+  """Saves the step in flight (unless just saved), waits for the save, raises `Interrupted`."""
+  if not saved_already:
+    checkpoint.save(setup.mngr, done, _saved(state), setup.meta)
+  checkpoint.wait(setup.mngr)
+  name = f" ({setup.name})" if setup.name else ""
+  raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {done}{name}; "
+                    f"checkpoint saved in {setup.ckpt_dir}; run the same command to resume", signum)
+
+
+def train(config, workdir: str, writer, *,
+          init_fn: Callable[[jax.Array], Any],
+          loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
+          batch_fn: Callable[..., Any],
+          eval_fn: Callable[[Any], dict] | None = None,
+          name: str = "") -> TrainResult:
+  """Trains params from `init_fn` on `loss_fn`, resuming from `workdir/checkpoints[/name]`.
+
+  Args:
+    config: the experiment config (sections `train`, `optimizer`, key `seed`).
+    workdir: the run's directory.
+    writer: a `lmsys.metrics.Writer`.
+    init_fn: key -> params.
+    loss_fn: (params, batch, rng) -> (loss, aux metrics).
+    batch_fn: (step[, process_index=, process_count=]) -> batch (see `_make_put_batch`).
+    eval_fn: params -> metrics, run every `train.eval_every` steps and at the end.
+    name: a named sub-run: its checkpoints, metrics splits and progress carry the name.
+
+  Returns:
+    TrainResult with the final params (this host's copy), step, last train/eval metrics
+    and steps/s (compilation, evaluation and checkpoint pauses excluded).
+
+  Raises:
+    NonFiniteLossError: the loss, a gradient or a parameter went NaN/inf.
+    Interrupted: SIGTERM/SIGINT; a checkpoint of the step in flight was saved.
+    lmsys.checkpoint.CheckpointSaveError: a checkpoint could not be written.
+  """
+  with _stop_signals() as received:
+    setup = _build(config, workdir, init_fn, name)
+    state = _restore_or_init(setup, init_fn)
+    start = int(state["step"])
+    # Rows written after that checkpoint (by a killed run) are written again: remove them.
+    # TensorBoard hides its later events too, for an unnamed run (a workdir's named runs
+    # share one event directory, where a purge would hide the other runs' later steps).
+    writer.rewind(lambda row: _stale_row(row, start, name), purge_step=None if name else start + 1)
+    if start == 0 and jax.process_index() == 0:
+      devices = jax.devices()
+      print(f"{name + ': ' if name else ''}{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "
+            f"{jax.process_count()} process(es)\n{parameter_overview(setup.abstract_state['params'])}",
+            file=sys.stderr, flush=True)
+    put_batch = _make_put_batch(config, batch_fn, setup.data_sharding)
+    update = _jit_step(setup, make_train_step(loss_fn, setup.tx, setup.step_key,
+                                              log_every=config.train.log_every, num_steps=config.train.num_steps))
+    result = _loop(config, setup, writer, state, start, update, put_batch, init_fn, loss_fn, eval_fn, received)
+    checkpoint.wait(setup.mngr)
+    setup.mngr.close()
+    writer.flush()
+    return result
+
+
+def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_fn, loss_fn, eval_fn,
+          received) -> TrainResult:
+  """The train loop: step, log, evaluate, check, checkpoint; stop on a signal."""
+  tc, name = config.train, setup.name
+  num_steps = tc.num_steps
+  # Plain ints: the loop reads them every step, and a ConfigDict lookup is not free.
+  log_every, eval_every, checkpoint_every = int(tc.log_every), int(tc.eval_every), int(tc.checkpoint_every)
+  params_finite = jax.jit(lambda params: finite_leaves(params).all())
+
+  def check_finite(state):
+    """At a boundary, before any save: raise if the loss or a parameter went non-finite."""
+    if int(state["nonfinite_step"]) < 0 and bool(params_finite(state["params"])):
+      return
+    checkpoint.wait(setup.mngr)
+    last = setup.mngr.latest_step()
+    found = _locate_nonfinite(setup, init_fn, loss_fn, put_batch, config, int(state["step"]))
+    raise NonFiniteLossError(_nonfinite_message(setup, state, found, last))
+
+  progress = Progress(num_steps, start, name, bool(get(config, "train.progress_bar", True)))
+  profile_from, profile_to = _profile_window(config, start)
+  profile_to = min(profile_to, num_steps)
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0, paused = 0, None, 0.0  # steps/s excludes eval and checkpoint pauses
-  # -- Compile once ---------------------------------------------------------
-  # Ahead of time, on the first batch: the step is compiled exactly once per
-  # run (a batch of another shape or dtype is an error here, never a silent
-  # recompilation), and the compile time is reported on its own.
   first_batch = put_batch(start) if start < num_steps else None
   if first_batch is not None:
-    with timing.Stopwatch() as compile_watch:
-      update = update.lower(state, first_batch).compile()
-    writer.write(start, _write_split(name, "compile"), compile_seconds=compile_watch.seconds)
-
+    update = _compile(update, state, first_batch, writer, name, start)
+  rate = float("nan")
   for step in range(start, num_steps):
-    batch = first_batch if step == start else put_batch(step)
-    state, metrics = update(state, batch)
+    _profile(step, profile_from, profile_to, os.path.join(writer.workdir, "profile", name or "train"), state)
+    state, metrics = update(state, first_batch if step == start else put_batch(step))
     done = step + 1
-    bar.update(1)
     if t0 is None:  # exclude compilation from the throughput figure
       jax.block_until_ready(metrics)
       t0 = time.perf_counter()
     else:
       timed_steps += 1
+      rate = timed_steps / (time.perf_counter() - t0 - paused)
     is_last = done == num_steps
+    logged_loss = None
     if done % log_every == 0 or is_last:
       check_finite(state)
       train_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      rate = timed_steps / (time.perf_counter() - t0 - paused) if timed_steps else float("nan")
       writer.write(done, _write_split(name, "train"), train_metrics, steps_per_second=rate)
-      bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
+      logged_loss = train_metrics["loss"]
+    progress.update(done, rate, logged_loss)
     if eval_fn is not None and (done % eval_every == 0 or is_last):
       check_finite(state)
       pause_start = time.perf_counter()
-      eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
+      eval_metrics = _evaluate(eval_fn, state)
       writer.write(done, _write_split(name, "eval"), eval_metrics)
       paused += time.perf_counter() - pause_start
     saves = done % checkpoint_every == 0 or is_last
     if saves:
       check_finite(state)
       pause_start = time.perf_counter()
-      checkpoint.save(mngr, done, saved(state), meta)
+      checkpoint.save(setup.mngr, done, _saved(state), setup.meta)
       paused += time.perf_counter() - pause_start
     if received:  # SIGTERM/SIGINT: the step in flight is done; save it (if not just saved) and stop
       check_finite(state)
-      if not saves:
-        checkpoint.save(mngr, done, saved(state), meta)
-      checkpoint.wait(mngr)
-      bar.close()
-      raise Interrupted(f"{signal.Signals(received[0]).name}: stopped at step {done}{f' ({name})' if name else ''}; "
-                        f"checkpoint saved in {ckpt_dir}; run the same command to resume", received[0])
-  bar.close()
+      progress.close()
+      _stop_on_signal(setup, state, done, received[0], saved_already=saves)
+  _profile(num_steps, profile_from, profile_to, "", state)  # a trace that runs to the last step
+  progress.close()
   if timed_steps:
     jax.block_until_ready(state)
   steps_per_second = timed_steps / (time.perf_counter() - t0 - paused) if timed_steps else float("nan")
-
   if start >= num_steps and eval_fn is not None:  # resumed a finished run: report, don't retrain
-    eval_metrics = {k: float(v) for k, v in eval_fn(host_local(state["params"])).items()}
-  checkpoint.wait(mngr)
-  mngr.close()
-  writer.flush()
-  return TrainResult(params=host_local(state["params"]), step=int(state["step"]), train_metrics=train_metrics,
+    eval_metrics = _evaluate(eval_fn, state)
+  return TrainResult(params=_host_local(state["params"]), step=int(state["step"]), train_metrics=train_metrics,
                      eval_metrics=eval_metrics, steps_per_second=steps_per_second)

@@ -1,10 +1,9 @@
-"""Per-step cost of the trainer's non-finite check (issue 11): loss only vs loss + every leaf.
+"""Per-step cost of the trainer's non-finite check: loss only vs loss + every leaf.
 
-Two jitted copies of the trainer's update (the scripts/bench_trainer.py MLP on
-Fashion-MNIST-shaped random batches, Adam): one records only a non-finite loss
-(the check before issue 11), the other also flags every gradient and new
-parameter leaf with `lmsys.trainer._finite_leaves`, as the trainer did in every step
-from issue 11 until 2026-12-02 (it now runs them only in a replay after a failure).
+The trainer's own update step (`lmsys.trainer.make_train_step`, the scripts/bench_trainer.py
+MLP on Fashion-MNIST-shaped random batches, Adam), compiled twice: as the loop runs it (a
+non-finite loss recorded every step) and as the replay after a failure runs it
+(`check_leaves=True`: a finite flag per gradient and new-parameter leaf).
 Timed in CPU time of this process (less disturbed than wall time by other
 processes on a shared machine), alternating A/B rounds; reports the median of
 the per-round ratios with their spread, and XLA's cost analysis of each step.
@@ -30,23 +29,9 @@ from lmsys.tasks import classification
 
 
 def make_step(model, tx, full_check: bool):
-  loss_fn = classification.make_loss_fn(model)
-
-  def step(state, batch):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, None)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new_params = optax.apply_updates(state["params"], updates)
-    kind = jnp.where(jnp.isfinite(loss), 0, 1)
-    leaf = jnp.zeros((), jnp.int32)
-    if full_check:
-      grads_ok, params_ok = trainer._finite_leaves(grads), trainer._finite_leaves(new_params)  # pylint: disable=protected-access
-      kind = kind | jnp.where(grads_ok.all(), 0, 2) | jnp.where(params_ok.all(), 0, 4)
-      leaf = jnp.where(grads_ok.all(), jnp.argmin(params_ok), jnp.argmin(grads_ok)).astype(jnp.int32)
-    bad = (state["bad_step"] < 0) & (kind > 0)
-    return {"params": new_params, "opt_state": opt_state,
-            "bad_step": jnp.where(bad, 0, state["bad_step"]), "kind": jnp.where(bad, kind, state["kind"]),
-            "leaf": jnp.where(bad, leaf, state["leaf"])}, loss
-
+  """The trainer's own update step (`lmsys.trainer.make_train_step`), jitted, with or without leaf flags."""
+  step = trainer.make_train_step(classification.make_loss_fn(model), tx, jax.random.key(1), log_every=1 << 30,
+                                 num_steps=1 << 30, check_leaves=full_check)
   return jax.jit(step, donate_argnums=0)
 
 
@@ -65,8 +50,7 @@ def main():
            "y": rng.integers(0, 10, args.batch_size).astype(np.int32)}
 
   def fresh_state():
-    return {"params": jax.tree.map(jnp.copy, params), "opt_state": tx.init(params),
-            "bad_step": jnp.int32(-1), "kind": jnp.int32(0), "leaf": jnp.int32(0)}
+    return trainer.init_state(lambda key: jax.tree.map(jnp.copy, params), tx, jax.random.key(0))
 
   names = {False: "loss only", True: "loss + leaves"}
   steps = {}
@@ -80,11 +64,11 @@ def main():
   for i in range(args.rounds):
     for full in ((False, True) if i % 2 == 0 else (True, False)):
       state = fresh_state()
-      state, loss = steps[full](state, batch)
-      jax.block_until_ready(loss)
+      state, metrics = steps[full](state, batch)
+      jax.block_until_ready(metrics)
       start = time.process_time()
       for _ in range(args.steps):
-        state, loss = steps[full](state, batch)
+        state, metrics = steps[full](state, batch)
       jax.block_until_ready(state)
       rates[full].append(args.steps / (time.process_time() - start))
   overheads = sorted(100 * (a / b - 1) for a, b in zip(rates[False], rates[True]))

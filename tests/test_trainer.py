@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -288,3 +290,37 @@ def test_keep_checkpoints_prunes_to_the_last_ones(tmp_path):
   assert sorted(d for d in os.listdir(ckpt_dir) if d.isdigit()) == ["10", "8"]  # pruned, not hidden
   assert run(14).step == 14
   assert checkpoint.checkpoint_steps(ckpt_dir) == [12, 14]
+
+
+def test_parameter_overview_counts_and_bytes_per_top_level_module():
+  params = {"Dense_0": {"kernel": jnp.zeros((3, 4), jnp.float32), "bias": jnp.zeros((4,), jnp.float32)},
+            "Embed": {"embedding": jax.ShapeDtypeStruct((10, 2), jnp.bfloat16)}}
+  lines = trainer.parameter_overview(params).splitlines()
+  # Dense_0: 12 + 4 = 16 float32 parameters = 64 bytes; Embed: 20 bfloat16 = 40 bytes.
+  assert lines[1].split() == ["Dense_0", "16", "64"]
+  assert lines[2].split() == ["Embed", "20", "40"]
+  assert lines[3].split() == ["total", "36", "104"]
+
+
+def test_progress_line_for_a_log_file():
+  progress = trainer.Progress(total=3000, initial=0, name="", bar=False)
+  progress.loss = 2.3142
+  assert progress.line(120, 1.7) == "step 120/3000 (4%) 1.7 steps/s eta 28m loss 2.314"
+  progress.close()
+  named = trainer.Progress(total=10, initial=0, name="vae", bar=False)
+  assert named.line(5, float("nan")) == "vae: step 5/10 (50%)"
+  named.close()
+
+
+def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_devices_parameters_and_a_trace(tmp_path):
+  workdir = tmp_path / "w"
+  result = run_cli(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", "--config.train.profile_steps=3"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  config = config_lib.load_config_file(str(REPO / "configs" / "mlp.py"), "smoke")
+  steps = [l for l in lines if " step " in f" {l}" and f"/{config.train.num_steps} (" in l]
+  # one line per log step (and at least one a minute): the smoke run logs every log_every steps
+  assert len(steps) >= config.train.num_steps // config.train.log_every, lines
+  assert any(l.split()[0] == "total" for l in lines) and any("cpu" in l and "process" in l for l in lines), lines
+  traces = [f for _, _, files in os.walk(workdir / "profile") for f in files]
+  assert any(f.endswith(".xplane.pb") for f in traces), traces
