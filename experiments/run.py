@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     config, path, arg, workdir = parse_args(argv)
     module = load_experiment(config)
     module.validate(config)
+    metrics_lib.check_log_config(config)
     if jax.process_count() > 1 and not workdir:
       raise ConfigError("--workdir is required for multi-host runs (all hosts must share it)")
     workdir = workdir or default_workdir(path, arg)
@@ -178,7 +179,10 @@ def _run(module, config, config_json, workdir, primary) -> int:
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
     print(f"workdir: {workdir}", flush=True)
-  with metrics_lib.Writer(workdir, enabled=primary) as writer:
+  wandb = metrics_lib.check_log_config(config)
+  if wandb is not None:
+    wandb["name"] = os.path.basename(os.path.abspath(workdir))
+  with metrics_lib.Writer(workdir, enabled=primary, hparams=config_lib.flatten(config_json), wandb=wandb) as writer:
     try:
       results = module.run(config, workdir, writer)
     except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)

@@ -69,7 +69,11 @@ def _convert(name: str, text: str, default: Any) -> Any:
 
 def experiment_config(experiment: str, seed: int = 0) -> ml_collections.ConfigDict:
   """A new config naming its experiment module (experiments/<experiment>.py) and seed."""
-  return ml_collections.ConfigDict({"experiment": experiment, "seed": seed})
+  c = ml_collections.ConfigDict({"experiment": experiment, "seed": seed})
+  # Where metrics go besides metrics.jsonl and TensorBoard: Weights & Biases, offline by
+  # default (`wandb sync <workdir>/wandb/offline-run-*` uploads it later).
+  c.log = ml_collections.ConfigDict({"wandb": False, "wandb_project": "lmsys", "wandb_mode": "offline"})
+  return c
 
 
 # The `train` section's defaults: configs start from them (`train_defaults`) and the trainer
@@ -117,7 +121,7 @@ def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
 # Keys a resumed run may change without changing the maths of the run.
 RESUME_SAFE_KEYS = (
     "train.num_steps", "train.log_every", "train.eval_every",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.progress_bar", "train.profile_steps",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.progress_bar", "train.profile_steps", "log.",
     "workdir",
 )
 
@@ -161,12 +165,6 @@ def check_positive_int(config, key: str) -> int:
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise ConfigError(f"config key '{key}': expected a positive integer, got {value!r}")
   return value
-
-
-def data_dir(config=None, key: str = "data.data_dir") -> str | None:
-  """The real-data root: the config key if set, else $LMSYS_DATA_DIR."""
-  value = get(config, key) if config is not None else None
-  return value or os.environ.get("LMSYS_DATA_DIR")
 
 
 def flatten(config, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Metric writing: JSON lines (for notebooks) and TensorBoard, plus figures.
+"""Metric writing: JSON lines (for notebooks), TensorBoard and optionally W&B, plus figures.
 
 Every experiment writes through one `Writer`, so every workdir reads the same
 way: `metrics.jsonl` has one object a line with `step`, `split` and values.
@@ -6,11 +6,12 @@ way: `metrics.jsonl` has one object a line with `step`, `split` and values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import numbers
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,40 +26,85 @@ def _to_float(value):
 
 
 class Writer:
-  """Appends metrics to `workdir/metrics.jsonl` and TensorBoard event files."""
+  """Appends metrics to `workdir/metrics.jsonl`, TensorBoard event files and (optionally) W&B.
 
-  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
-    """`enabled=False` (non-primary hosts of a multi-host run) writes nothing."""
+  TensorBoard: the run's own scalars, the config as hparams and every figure under
+  `workdir/figures/` as an image go to `tensorboard/`; a named sub-run (a split
+  `<name>/train`) gets its own event directory `tensorboard/<name>/`, so TensorBoard lists
+  it as a run of its own. Weights & Biases (`log.wandb`; offline unless `log.wandb_mode`
+  says otherwise) gets the same scalars, each split against its own step.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True,
+               hparams: dict | None = None, wandb: dict | None = None):
+    """Opens the writers.
+
+    Args:
+      workdir: the run's directory.
+      tensorboard: write TensorBoard event files.
+      enabled: False on non-primary hosts of a multi-host run: nothing is written.
+      hparams: the flattened config, shown in TensorBoard's HParams tab (written at close).
+      wandb: keyword arguments of `wandb.init` (project, mode, ...), or None for no W&B.
+    """
     self.workdir = workdir
-    self._jsonl = self._tb = None
+    self._jsonl = None
+    self._tb: dict[str, Any] = {}   # sub-run name ('' = the run) -> SummaryWriter
+    self._tensorboard = tensorboard and enabled
+    self._hparams = hparams
+    self._last: dict[str, float] = {}
+    self._wandb = None
+    self._wandb_splits: set[str] = set()
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "metrics.jsonl")
     _drop_cut_line(path)
     self._jsonl = open(path, "a")
-    if tensorboard:
+    if self._tensorboard:
+      self._event_writer("")
+    if wandb is not None:
+      import wandb as wandb_lib  # pylint: disable=g-import-not-at-top
+      run_id = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:16]  # a resume continues the run
+      self._wandb = wandb_lib.init(dir=workdir, config=hparams, resume="allow", **{"id": run_id, **wandb})
+
+  def _event_writer(self, run: str, purge_step: int | None = None):
+    """The SummaryWriter of sub-run `run` ('' = the run itself), opened on first use."""
+    if run not in self._tb or purge_step is not None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if run in self._tb:
+        self._tb[run].close()
+      self._tb[run] = SummaryWriter(os.path.join(self.workdir, "tensorboard", run), purge_step=purge_step)
+    return self._tb[run]
 
   def write(self, step: int, split: str, metrics: dict | None = None, **more) -> None:
+    """Appends one row `{"step", "split", **metrics, **more}`; scalars also go to TensorBoard/W&B."""
     if self._jsonl is None:
       return
     values = {k: _to_float(v) for k, v in {**(metrics or {}), **more}.items()}
     self._jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self._jsonl.flush()
-    if self._tb is not None:
-      for k, v in values.items():
-        if isinstance(v, float):
-          self._tb.add_scalar(f"{split}/{k}", v, int(step))
+    run, _, part = split.rpartition("/")
+    scalars = {f"{part}/{k}": v for k, v in values.items() if isinstance(v, float)}
+    self._last.update({f"{run}/{tag}" if run else tag: v for tag, v in scalars.items()})
+    if self._tensorboard:
+      writer = self._event_writer(run)
+      for tag, v in scalars.items():
+        writer.add_scalar(tag, v, int(step))
+    if self._wandb is not None and scalars:
+      if split not in self._wandb_splits:  # each split against its own step (sub-runs restart at 0)
+        self._wandb.define_metric(f"{split}/step")
+        self._wandb.define_metric(f"{split}/*", step_metric=f"{split}/step")
+        self._wandb_splits.add(split)
+      self._wandb.log({f"{split}/step": int(step),
+                       **{f"{split}/{k}": v for k, v in values.items() if isinstance(v, float)}})
 
-  def rewind(self, drop: Callable[[dict], bool], purge_step: int | None = None) -> int:
+  def rewind(self, drop: Callable[[dict], bool], purge_step: int | None = None, run: str = "") -> int:
     """Removes the rows `drop` selects from metrics.jsonl (atomically); returns how many.
 
     For a resume (lmsys.trainer): rows written after the restored checkpoint are
     written again, so they are removed rather than duplicated. TensorBoard event
-    files are append-only; with `purge_step`, TensorBoard hides every event at
-    steps >= purge_step written before this point (tensorboardX's purge_step).
+    files are append-only; with `purge_step`, TensorBoard hides every event of sub-run
+    `run` at steps >= purge_step written before this point (tensorboardX's purge_step).
     """
     if self._jsonl is None:
       return 0
@@ -76,32 +122,75 @@ class Writer:
         os.fsync(f.fileno())
       os.replace(tmp, path)
       self._jsonl = open(path, "a")
-      if purge_step is not None and self._tb is not None:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        logdir = self._tb.logdir
-        self._tb.close()
-        self._tb = SummaryWriter(logdir, purge_step=purge_step)
+      if purge_step is not None and self._tensorboard:
+        self._event_writer(run, purge_step=purge_step)
     return len(lines) - len(kept)
 
   def flush(self):
+    """Flushes metrics.jsonl and the event files."""
     if self._jsonl is None:
       return
     self._jsonl.flush()
-    if self._tb is not None:
-      self._tb.flush()
+    for writer in self._tb.values():
+      writer.flush()
 
   def close(self):
+    """Writes the figures and hparams to TensorBoard, then closes every writer."""
     if self._jsonl is None:
       return
     self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
+    if self._tensorboard:
+      self._write_figures()
+      if self._hparams:
+        hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self._hparams.items()}
+        self._tb[""].add_hparams(hparams, dict(self._last) or {"none": 0.0}, name="hparams")
+    for writer in self._tb.values():
+      writer.close()
+    if self._wandb is not None:
+      self._wandb.finish()
+
+  def _write_figures(self):
+    """Every PNG under workdir/figures/ as a TensorBoard image (tag figures/<name>)."""
+    directory = os.path.join(self.workdir, "figures")
+    if not os.path.isdir(directory):
+      return
+    import matplotlib.image  # pylint: disable=g-import-not-at-top
+    for name in sorted(os.listdir(directory)):
+      if name.endswith(".png"):
+        image = matplotlib.image.imread(os.path.join(directory, name))
+        self._tb[""].add_image(f"figures/{name[:-4]}", image[..., :3], dataformats="HWC")
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
     self.close()
+
+
+def check_log_config(config) -> dict | None:
+  """The `wandb.init` arguments the `log` section asks for, or None; checked before compute.
+
+  Args:
+    config: the experiment config (section `log`: wandb, wandb_project, wandb_mode).
+
+  Returns:
+    {'project', 'mode', 'name'} when `log.wandb` is true, else None.
+
+  Raises:
+    ConfigError: W&B asked for but not installed, or an unknown mode.
+  """
+  from lmsys.config import ConfigError, get  # pylint: disable=g-import-not-at-top
+  if not get(config, "log.wandb", False):
+    return None
+  mode = get(config, "log.wandb_mode", "offline")
+  if mode not in ("offline", "online", "disabled"):
+    raise ConfigError(f"config key 'log.wandb_mode': expected offline, online or disabled, got {mode!r}")
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+  except ImportError:
+    raise ConfigError("config key 'log.wandb': Weights & Biases is not installed "
+                      "(pip install -e '.[wandb]')") from None
+  return {"project": get(config, "log.wandb_project", "lmsys"), "mode": mode}
 
 
 def _row(line: bytes) -> dict:

@@ -553,10 +553,9 @@ def train(config, workdir: str, writer, *,
     setup = _build(config, workdir, init_fn, name)
     state = _restore_or_init(setup, init_fn)
     start = int(state["step"])
-    # Rows written after that checkpoint (by a killed run) are written again: remove them.
-    # TensorBoard hides its later events too, for an unnamed run (a workdir's named runs
-    # share one event directory, where a purge would hide the other runs' later steps).
-    writer.rewind(lambda row: _stale_row(row, start, name), purge_step=None if name else start + 1)
+    # Rows written after that checkpoint (by a killed run) are written again: remove them;
+    # TensorBoard hides the run's later events too (a named run has its own event directory).
+    writer.rewind(lambda row: _stale_row(row, start, name), purge_step=start + 1, run=name)
     if start == 0 and jax.process_index() == 0:
       devices = jax.devices()
       print(f"{name + ': ' if name else ''}{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), "

@@ -49,3 +49,27 @@ def wait_for_line(proc, text, timeout):
     if text in line:
       return True
   return False
+
+
+def tensorboard_tags(directory):
+  """{run (relative directory): {tag: 'scalar' | 'image' | other kind}} of the event files under `directory`.
+
+  Reads the TFRecord framing (length, CRC, record, CRC) and tensorboardX's Event proto, so
+  the tests need no TensorBoard install.
+  """
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      if not name.startswith("events.out.tfevents"):
+        continue
+      tags = runs.setdefault(os.path.relpath(root, directory), {})
+      with open(os.path.join(root, name), "rb") as f:
+        while header := f.read(12):
+          (length,) = struct.unpack("<Q", header[:8])
+          event = event_pb2.Event.FromString(f.read(length))
+          f.read(4)
+          for value in event.summary.value:
+            tags[value.tag] = value.WhichOneof("value")
+  return runs

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from experiments import run as run_lib
-from lmsys import analysis
+from lmsys import analysis, metrics
 from tests.conftest import REPO
-from tests.helpers import run_cli, run_main
+from tests.helpers import run_cli, run_main, tensorboard_tags
 
 
 _main = run_main
@@ -127,3 +127,44 @@ def test_an_experiment_may_declare_evaluation_only_keys_for_resume():
     config_lib.check_resume_compatible(old, new_model, evaluation_keys=("decode.",))
   import experiments.kgclue
   assert "decode." in experiments.kgclue.EVALUATION_KEYS
+
+
+def test_tensorboard_has_hparams_figures_and_a_directory_per_named_run_and_wandb_logs_offline(tmp_path):
+  pytest.importorskip("wandb", reason="the optional W&B extra (pip install -e '.[wandb]') is not installed")
+  workdir = tmp_path / "w"
+  result = run_cli(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", "--config.log.wandb=True"],
+                   env={"WANDB_SILENT": "true"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = tensorboard_tags(workdir / "tensorboard")
+  assert runs["."].get("train/loss") == "simple_value", runs
+  assert any(t.startswith("figures/") and kind == "image" for t, kind in runs["."].items()), runs["."]
+  assert any(r.startswith("hparams") for r in runs), runs
+  offline = [d for d in os.listdir(workdir / "wandb") if d.startswith("offline-run-")]
+  assert offline, os.listdir(workdir / "wandb")
+
+
+def test_wandb_without_the_package_is_one_error_before_anything_is_written(tmp_path, capsys, monkeypatch):
+  import builtins  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def no_wandb(name, *args, **kwargs):
+    if name == "wandb":
+      raise ImportError("No module named 'wandb'")
+    return real_import(name, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, "__import__", no_wandb)
+  workdir = tmp_path / "w"
+  assert _main(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", "--config.log.wandb=True"]) == 2
+  err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and "log.wandb" in err and "pip install" in err, err
+  assert not workdir.exists()
+
+
+def test_a_named_sub_run_gets_its_own_tensorboard_directory(tmp_path):
+  with metrics.Writer(str(tmp_path)) as writer:
+    writer.write(1, "train", loss=1.0)
+    writer.write(1, "vae_k5/train", loss=2.0)
+    writer.write(2, "vae_k5/eval", nll=3.0)
+  runs = tensorboard_tags(tmp_path / "tensorboard")
+  assert runs["."] == {"train/loss": "simple_value"}
+  assert runs["vae_k5"] == {"train/loss": "simple_value", "eval/nll": "simple_value"}
