@@ -23,14 +23,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / "shared" / "data"
 
 NO_REAL_DATA = os.environ.get("LMSYS_TEST_NO_REAL_DATA", "").strip().lower() not in ("", "0", "false")
-if NO_REAL_DATA:
-  os.environ.pop("LMSYS_DATA_DIR", None)
-elif "LMSYS_DATA_DIR" not in os.environ and _SHARED.is_dir():
-  os.environ["LMSYS_DATA_DIR"] = str(_SHARED)
 
-# The real-data root (holding fewclue/ and kgclue/), or None.
-_root = os.environ.get("LMSYS_DATA_DIR")
-REAL_DATA_DIR = _root if _root and os.path.isdir(os.path.join(_root, "fewclue")) else None
+
+def _real_data_root():
+  """$LMSYS_DATA_DIR, else ../shared/data next to the repository; None when hidden or absent."""
+  if NO_REAL_DATA:
+    return None
+  root = os.environ.get("LMSYS_DATA_DIR") or (str(_SHARED) if _SHARED.is_dir() else None)
+  return root if root and os.path.isdir(os.path.join(root, "fewclue")) else None
+
+
+# The real-data root (holding fewclue/ and kgclue/), or None. Read here, set for the session by
+# the `real_data_root` fixture below (nothing is set in the environment at import).
+REAL_DATA_DIR = _real_data_root()
 
 needs_real_data = pytest.mark.skipif(
     REAL_DATA_DIR is None,
@@ -43,6 +48,17 @@ needs_real_data = pytest.mark.skipif(
 # is a string, evaluated when the test runs, so collecting tests does not start a backend.
 cpu_only = pytest.mark.skipif("__import__('jax').default_backend() != 'cpu'",
                               reason="holds on the CPU backend only (XLA's CPU cost analysis)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_data_root():
+  """For the whole session: $LMSYS_DATA_DIR is the real-data root, or unset when it is hidden."""
+  with pytest.MonkeyPatch.context() as patch:
+    if REAL_DATA_DIR:
+      patch.setenv("LMSYS_DATA_DIR", REAL_DATA_DIR)
+    elif NO_REAL_DATA:
+      patch.delenv("LMSYS_DATA_DIR", raising=False)
+    yield REAL_DATA_DIR
 
 
 @pytest.fixture

@@ -94,9 +94,6 @@ def _check_attention_cost(results, c):
                                                          for k in ("softmax", "linear")]
   for row in checks:
     assert row["xla_flops"] > 0 and row["counted_flops"] > 0
-    assert row["ratio"] == pytest.approx(row["counted_flops"] / row["xla_flops"])
-    assert row["note_ratio"] == pytest.approx(row["note_multiplications_x2"] / row["xla_flops"])
-  assert results["xla_check_max_deviation"] == pytest.approx(max(abs(row["ratio"] - 1) for row in checks))
   if jax.default_backend() == "cpu":
     # XLA's CPU cost analysis counts what the counter counts (other backends fuse and count
     # otherwise: this holds on CPU only, as tests/conftest.py's cpu_only marker says).

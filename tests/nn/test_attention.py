@@ -326,12 +326,6 @@ def test_causal_chunk_sizes_and_leading_padding_match_reference(kind, params):
     assert float(jnp.abs(out[1, :6]).max()) == 0
 
 
-def test_default_chunk_size_is_per_backend():
-  assert A.default_chunk_size("cpu") == A.CHUNK_SIZES["cpu"]
-  assert A.default_chunk_size("gpu") == A.CHUNK_SIZES["gpu"]
-  assert A.default_chunk_size() == A.CHUNK_SIZES.get(jax.default_backend(), A.CHUNK_SIZES["cpu"])
-
-
 def test_fused_softmax_matches_hand_written_reference(monkeypatch):
   calls = []
   fused = jax.nn.dot_product_attention
