@@ -19,7 +19,7 @@ import pandas as pd
 
 from lmsys import checkpoint
 from lmsys import metrics as metrics_lib
-from lmsys.launch import sweep
+from lmsys import layout
 from lmsys.config import flatten
 
 
@@ -84,7 +84,7 @@ def load_runs(directory: str) -> pd.DataFrame:
   line). `status`: done (results.json), failed (the sweep recorded an error),
   incomplete (started: running, or interrupted) or pending (not started).
   """
-  if os.path.exists(os.path.join(directory, sweep.SWEEP_FILE)):
+  if os.path.exists(os.path.join(directory, layout.SWEEP_FILE)):
     return _load_sweep(directory)
   rows = []
   for root, dirs, files in os.walk(directory):
@@ -103,13 +103,13 @@ def _run_columns(run: Run) -> dict:
 def _status(workdir: str) -> str:
   if os.path.exists(os.path.join(workdir, "results.json")):
     return "done"
-  if os.path.exists(os.path.join(workdir, sweep.ERROR_FILE)):
+  if os.path.exists(os.path.join(workdir, layout.ERROR_FILE)):
     return "failed"
   return "incomplete" if os.path.exists(os.path.join(workdir, "config.json")) else "pending"
 
 
 def _load_sweep(directory: str) -> pd.DataFrame:
-  with open(os.path.join(directory, sweep.SWEEP_FILE)) as f:
+  with open(os.path.join(directory, layout.SWEEP_FILE)) as f:
     trials = json.load(f)["trials"]
   rows = []
   for trial in trials:
@@ -117,7 +117,7 @@ def _load_sweep(directory: str) -> pd.DataFrame:
     row = {"trial": trial["name"], **{k: _scalar(v) for k, v in trial["overrides"].items()},
            "status": _status(workdir)}
     if row["status"] == "failed":
-      with open(os.path.join(workdir, sweep.ERROR_FILE), errors="replace") as f:
+      with open(os.path.join(workdir, layout.ERROR_FILE), errors="replace") as f:
         row["error"] = ([line for line in f.read().splitlines() if line.strip()] or [""])[-1]
     row["workdir"] = workdir
     if os.path.exists(os.path.join(workdir, "config.json")):

@@ -18,6 +18,8 @@ import numpy as np
 from lmsys.config import ConfigError
 from lmsys.data import dataset, lines, roots
 
+# ChID marks the idiom blank of a passage with this token.
+CHID_BLANK = "#idiom#"
 FEWCLUE_TASKS = ("eprstmt", "tnews", "iflytek", "csldcp")
 # FewCLUE has no labelled public test set: its dev set is our held-out split.
 FEWCLUE_SPLITS = {"train": "train_few_all", "test": "dev_few_all"}

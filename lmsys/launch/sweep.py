@@ -24,11 +24,8 @@ import subprocess
 
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
+from lmsys.layout import ERROR_FILE, LOG_FILE, SUMMARY_FILE, SWEEP_FILE  # noqa: F401  (sweep.X)
 
-SWEEP_FILE = "sweep.json"         # DIR/sweep.json: config, arg, overrides, the trials
-SUMMARY_FILE = "summary.csv"      # DIR/summary.csv: one row per trial
-ERROR_FILE = "sweep_error.txt"    # DIR/<trial>/sweep_error.txt: why the trial failed
-LOG_FILE = "sweep_log.txt"        # DIR/<trial>/sweep_log.txt: the trial's stdout and stderr
 _MAX_NAME = 120
 
 

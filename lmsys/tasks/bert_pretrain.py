@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from lmsys import analysis, data, trainer
-from lmsys.notes import nsp_bert
+from lmsys.data import fewclue
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
 from lmsys.models import bert
@@ -89,7 +89,7 @@ def read_texts(data_dir: str | None, tasks, train_split: str) -> list[str]:
   for task, path in corpus_files(data_dir, tasks, train_split):
     for record in data.read_json_lines(path, allow_empty=True):
       for field in TEXT_FIELDS[task]:
-        text = str(record.get(field) or "").replace(nsp_bert.CHID_BLANK, "").strip()
+        text = str(record.get(field) or "").replace(fewclue.CHID_BLANK, "").strip()
         if text:
           texts.append(text)
   return texts
