@@ -73,3 +73,10 @@ def tensorboard_tags(directory):
           for value in event.summary.value:
             tags[value.tag] = value.WhichOneof("value")
   return runs
+
+
+def leaves(tree):
+  """The leaves of a pytree as numpy arrays, in jax's leaf order (for exact comparisons)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]

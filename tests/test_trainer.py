@@ -14,14 +14,10 @@ from lmsys import analysis, checkpoint, config as config_lib, data, metrics, tra
 from lmsys.launch import local
 from lmsys.tasks import classification
 from tests.conftest import REPO
-from tests.helpers import run_cli, wait_for_line
+from tests.helpers import leaves, run_cli, wait_for_line
 
 MLP_CONFIG = str(REPO / "configs" / "mlp.py")
 
-
-def _leaves(tree):
-  import jax
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 # Runs `python -m experiments.run ARGS` with one change: right after the checkpoint at step
@@ -77,7 +73,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
   assert resumed.returncode == 0, resumed.stderr
   a = analysis.load_run(str(tmp_path / "ref")).restore()
   b = analysis.load_run(str(workdir)).restore()
-  for x, y in zip(_leaves(a), _leaves(b), strict=True):
+  for x, y in zip(leaves(a), leaves(b), strict=True):
     assert x.dtype == y.dtype and np.array_equal(x, y)
   res_a = analysis.load_run(str(tmp_path / "ref")).results["digits"]
   res_b = analysis.load_run(str(workdir)).results["digits"]
@@ -125,7 +121,7 @@ def test_nan_in_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
   ckpt_dir = os.path.join(workdir, "checkpoints")
   assert checkpoint.checkpoint_steps(ckpt_dir) == [10]
   params = checkpoint.restore_raw(ckpt_dir)[0]["params"]
-  assert all(np.isfinite(x).all() for x in _leaves(params))
+  assert all(np.isfinite(x).all() for x in leaves(params))
 
 
 def test_a_nan_the_replay_does_not_reproduce_is_still_an_error_that_says_so(tmp_path):

@@ -18,7 +18,7 @@ from lmsys.data import char_corpus
 from lmsys.launch import local
 from lmsys.config import ConfigError
 from tests.conftest import REPO
-from tests.helpers import run_cli, wait_for_line
+from tests.helpers import leaves, run_cli, wait_for_line
 
 
 # ---------------------------------------------------------------- a TFDS dataset the tests build
@@ -148,7 +148,7 @@ def test_mlp_config_grain_input_trains_like_memory(tmp_path):
   for source in ("memory", "grain"):
     r = run_cli(args + [f"--config.data.input={source}", f"--workdir={tmp_path / source}"])
     assert r.returncode == 0, r.stderr[-3000:]
-    params[source] = _leaves(analysis.load_run(str(tmp_path / source)).restore())
+    params[source] = leaves(analysis.load_run(str(tmp_path / source)).restore())
   for a, b in zip(params["memory"], params["grain"], strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   bad = run_cli(["--config=configs/mlp.py:smoke", "--config.data.input=grain", f"--workdir={tmp_path / 'bad'}"])
@@ -223,7 +223,7 @@ def _run_one(args, devices):
 def _final_params(workdir):
   """The last checkpoint's parameters, read as a notebook does: onto this 1-device test process,
   although an 8-device or multi-host run saved them."""
-  return _leaves(analysis.load_run(str(workdir)).restore())
+  return leaves(analysis.load_run(str(workdir)).restore())
 
 
 def _max_abs_difference(workdir_a, workdir_b):
@@ -305,6 +305,3 @@ def test_killing_one_host_then_restarting_both_resumes_to_the_same_parameters(tw
 
 
 
-def _leaves(tree):
-  import jax
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
