@@ -178,21 +178,24 @@ def _run(module, config, config_json, workdir, primary) -> int:
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
     print(f"workdir: {workdir}", flush=True)
+  failure = None
   with metrics_lib.Writer(workdir, enabled=primary) as writer:
     try:
       results = module.run(config, workdir, writer)
     except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+      failure = (2, f"error: {e}")
     except FloatingPointError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 3
+      failure = (3, f"error: {e}")
     except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
-      print(f"error: {e}", file=sys.stderr)
-      return 1
+      failure = (1, f"error: {e}")
     except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
-      print(f"stopped: {e}", file=sys.stderr)
-      return 128 + e.signum
+      failure = (128 + e.signum, f"stopped: {e}")
+  if failure:
+    # The error is dropped now: orbax's failed writes (if any) finish and are collected here,
+    # so whatever they report comes before the run's last line, not after it.
+    checkpoint.settle_failed_saves()
+    print(failure[1], file=sys.stderr, flush=True)
+    return failure[0]
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
     print(format_results(results))
