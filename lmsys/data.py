@@ -398,6 +398,33 @@ def fewclue_labels(task: str, records: list[dict], names: list[str], source: str
   return np.array([index[str(r["label"])] for r in records], np.int32)
 
 
+def read_vocab(path: str) -> list[str]:
+  """The tokens of a vocabulary file (vocab.txt: one token a line, id = line index).
+
+  Args:
+    path: the file.
+
+  Returns:
+    Every line without its line break (blank lines kept: they hold ids).
+
+  Raises:
+    ConfigError: one line naming the file: not found, empty, or a line that is not UTF-8
+      (with its number).
+  """
+  if not os.path.isfile(path):
+    raise ConfigError(f"vocabulary file not found: {path!r}")
+  tokens = []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        tokens.append(raw.decode("utf-8").rstrip("\r\n"))
+      except UnicodeDecodeError as e:
+        raise ConfigError(f"vocabulary {path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  if not tokens:
+    raise ConfigError(f"vocabulary {path}: no tokens (empty file)")
+  return tokens
+
+
 def read_text_lines(path: str) -> list[str]:
   """The non-blank lines of a UTF-8 text file, stripped; a bad file is one ConfigError naming file and line."""
   lines = []
