@@ -38,8 +38,9 @@ def validate(config) -> None:
   for case in config.projection.cases:
     if len(case) != 3 or case[0] < 2 or not 0 < case[1] < 1 or case[2] < 1:
       raise ConfigError(f"config key 'projection.cases': expected (N >= 2, 0 < eps < 1, trials >= 1), got {case!r}")
-  if min(config.svd.sketch) < config.svd.rank:
-    raise ConfigError("config key 'svd.sketch': every sketch size must be >= svd.rank")
+  if not config.svd.sketch or min(config.svd.sketch) < config.svd.rank:
+    raise ConfigError(f"config key 'svd.sketch': expected sketch sizes >= svd.rank ({config.svd.rank}), "
+                      f"got {tuple(config.svd.sketch)!r}")
   name = config.optimizer.name
   if not isinstance(name, str) or name.startswith("_") or not callable(getattr(optax, name, None)):
     raise ConfigError(f"config key 'optimizer.name': unknown optax optimizer {name!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from lmsys import metrics, timing, trainer
@@ -28,8 +26,10 @@ def validate(config) -> None:
     vocab = config.data.vocab_path or kgclue.vocab_path(config.data.data_dir or None)
   except ConfigError as e:
     raise ConfigError(f"config key 'data.data_dir': {e}") from None
-  if not os.path.isfile(vocab):
-    raise ConfigError(f"config key 'data.vocab_path': vocabulary file not found: {vocab!r}")
+  try:  # small: read in full (not UTF-8, no [PAD]/[UNK]/[CLS]/[SEP]: named here, before any compute)
+    kgclue.load_tokenizer(path=vocab)
+  except ConfigError as e:
+    raise ConfigError(f"config key 'data.vocab_path': {e}") from None
   for key in ("train_split", "eval_split"):
     if config.data[key] not in splits:
       raise ConfigError(f"config key 'data.{key}': no {config.data[key]}.json in kgclue/ (have: {', '.join(splits)})")

@@ -44,6 +44,10 @@ def validate(config) -> None:
   check_positive_int(config, "data.small_n")
   check_positive_int(config, "mle.epochs")
   check_positive_int(config, "mle.long_min_steps")
+  if not config.data.names:
+    raise ConfigError("config key 'data.names': empty; name at least one dataset (e.g. digits, synthetic)")
+  if not config.methods:
+    raise ConfigError(f"config key 'methods': empty; name at least one of {', '.join(METHODS)}")
   for method in config.methods:
     if method not in METHODS:
       raise ConfigError(f"config key 'methods': unknown method {method!r} (known: {', '.join(METHODS)})")

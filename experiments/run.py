@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import sys
 
 from absl import flags
@@ -149,18 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_count() > 1 and not workdir:
       raise ConfigError("--workdir is required for multi-host runs (all hosts must share it)")
     workdir = workdir or default_workdir(path, arg)
+    config_lib.check_workdir(workdir)
     config_json = config_lib.to_json_dict(config)
     old_config_path = os.path.join(workdir, "config.json")
     if os.path.exists(old_config_path):
-      with open(old_config_path) as f:
-        config_lib.check_resume_compatible(json.load(f), config_json,
-                                           getattr(module, "EVALUATION_KEYS", ()))
+      try:
+        with open(old_config_path, encoding="utf-8") as f:
+          old_config = json.load(f)
+      except (OSError, ValueError) as e:
+        raise ConfigError(f"{old_config_path}: unreadable, so this workdir cannot be resumed "
+                          f"({_one_line(e)}; use a new --workdir)") from None
+      config_lib.check_resume_compatible(old_config, config_json, getattr(module, "EVALUATION_KEYS", ()))
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 
   primary = jax.process_index() == 0
   lock = WorkdirLock(workdir)
+  created = _first_missing(workdir)
   if primary:  # one writer per workdir: process 0 holds the lock for every host
     os.makedirs(workdir, exist_ok=True)
     try:
@@ -169,9 +176,33 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    return _run(module, config, config_json, workdir, primary)
+    code = _run(module, config, config_json, workdir, primary)
+    if code == 2 and primary and created and _holds_only_the_runners_files(workdir):
+      shutil.rmtree(created)  # bad input found by the experiment before it wrote anything: leave no trace
+    return code
   finally:
     lock.release()
+
+
+def _first_missing(workdir: str) -> str | None:
+  """The highest folder on the way to `workdir` that does not exist yet (this run makes it), or None."""
+  top, path = None, os.path.abspath(workdir)
+  while not os.path.exists(path):
+    top, path = path, os.path.dirname(path)
+  return top
+
+
+def _holds_only_the_runners_files(workdir: str) -> bool:
+  """Whether `workdir` holds nothing but the runner's config.json and lock, an empty
+  metrics.jsonl and TensorBoard's event file header: the experiment wrote nothing."""
+  names = set(os.listdir(workdir))
+  if not names <= {"config.json", "LOCK", "metrics.jsonl", "tensorboard"}:
+    return False
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(metrics_path) and os.path.getsize(metrics_path):
+    return False
+  board = os.path.join(workdir, "tensorboard")
+  return not os.path.exists(board) or all(n.startswith("events.out.tfevents.") for n in os.listdir(board))
 
 
 def _run(module, config, config_json, workdir, primary) -> int:
@@ -182,21 +213,24 @@ def _run(module, config, config_json, workdir, primary) -> int:
   wandb = metrics_lib.check_log_config(config)
   if wandb is not None:
     wandb["name"] = os.path.basename(os.path.abspath(workdir))
+  failure = None
   with metrics_lib.Writer(workdir, enabled=primary, hparams=config_lib.flatten(config_json), wandb=wandb) as writer:
     try:
       results = module.run(config, workdir, writer)
     except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+      failure = (2, f"error: {e}")
     except FloatingPointError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 3
+      failure = (3, f"error: {e}")
     except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
-      print(f"error: {e}", file=sys.stderr)
-      return 1
+      failure = (1, f"error: {e}")
     except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
-      print(f"stopped: {e}", file=sys.stderr)
-      return 128 + e.signum
+      failure = (128 + e.signum, f"stopped: {e}")
+  if failure:
+    # The error is dropped now: orbax's failed writes (if any) finish and are collected here,
+    # so whatever they report comes before the run's last line, not after it.
+    checkpoint.settle_failed_saves()
+    print(failure[1], file=sys.stderr, flush=True)
+    return failure[0]
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
     print(format_results(results))

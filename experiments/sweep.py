@@ -124,8 +124,12 @@ def record_sweep(workdir: str, spec: str, shared: list[str], trials: list[dict],
   """DIR/sweep.json; a sweep directory holds one config with one set of shared overrides."""
   path = os.path.join(workdir, sweep.SWEEP_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+    try:
+      with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+      old.get("config")
+    except (OSError, ValueError, AttributeError) as e:
+      raise ConfigError(f"{path}: unreadable ({type(e).__name__}: {e}); use a new --workdir") from None
     if (old.get("config"), old.get("overrides")) != (spec, shared):
       raise ConfigError(f"{workdir} holds a sweep of {old.get('config')} {' '.join(old.get('overrides', []))} "
                         f"(asked: {spec} {' '.join(shared)}); use a new --workdir")
@@ -282,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   try:
     options, shared = parse_args(argv)
+    if options.launcher != "tpu":  # tpu: DIR is a path on the TPU hosts
+      config_lib.check_workdir(options.workdir)
     trials = plan(options.config, options.workdir, shared, check_experiment=options.launcher != "tpu")
     pending = [t for t in trials if not is_done(options.workdir, t)]
     if options.launcher == "tpu":

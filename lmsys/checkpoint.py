@@ -15,9 +15,11 @@ orbax); `save`/`wait` turn a failed write (e.g. a full disk) into one
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
-import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -48,30 +50,56 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   A save still in flight that fails surfaces here or in `wait` (orbax raises a
   background error at the next call); either way the uncommitted save stays a
   temporary directory and the previous checkpoint is untouched.
+
+  Args:
+    mngr: the run's manager (`manager`).
+    step: the training step the state is at.
+    state: the pytree to save (params, optimizer state, step).
+    meta: JSON-serialisable facts about the run, saved beside it.
+
+  Raises:
+    CheckpointSaveError: this save or the one before it failed; the manager is closed.
   """
   try:
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise _save_error(mngr, e, step) from e
+    error = _save_error(mngr, e, step)
+  else:
+    return
+  raise error
 
 
 def wait(mngr: ocp.CheckpointManager) -> None:
-  """Waits for the save in flight; a failed write is a CheckpointSaveError."""
+  """Waits for the save in flight; a failed write is a CheckpointSaveError (the manager is then closed).
+
+  Args:
+    mngr: the run's manager (`manager`).
+  """
   try:
     mngr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    raise _save_error(mngr, e) from e
+    error = _save_error(mngr, e)
+  else:
+    return
+  raise error
 
 
 def _save_error(mngr, error: BaseException, step: int | None = None) -> CheckpointSaveError:
   """One error naming the step that failed and the newest committed checkpoint.
 
   An async save that failed in the background surfaces at the next call, so
-  the failed step is the uncommitted (temporary) one, when there is one.
+  the failed step is the uncommitted (temporary) one, when there is one. The
+  caller raises it outside its `except` block, so it carries no link to orbax's
+  exception (whose frames hold orbax's failed futures: once the error is dropped
+  they can be garbage-collected before the run reports it).
   """
   directory = str(mngr.directory)
-  pending = sorted(int(d.split(".", 1)[0]) for d in os.listdir(directory)
+  try:
+    names = os.listdir(directory)
+  except OSError:  # the directory itself is what failed
+    names = []
+  pending = sorted(int(d.split(".", 1)[0]) for d in names
                    if ".orbax-checkpoint-tmp" in d and d.split(".", 1)[0].isdigit())
   failed = pending[-1] if pending else step
   intact = [s for s in checkpoint_steps(directory) if s != failed]
@@ -79,22 +107,51 @@ def _save_error(mngr, error: BaseException, step: int | None = None) -> Checkpoi
     mngr.close()
   except Exception:  # pylint: disable=broad-except
     pass
-  # orbax's failed write tasks also report the same error when garbage-collected, at any
-  # later moment (often after the run's own error line): this error replaces them.
-  logging.getLogger("asyncio").addFilter(_drop_unretrieved_task_errors)
   return CheckpointSaveError(f"checkpoint save of step {failed} failed in {directory}: {_one_line(error)}; "
                              f"last intact checkpoint: {f'step {intact[-1]}' if intact else 'none'}")
 
 
-def _drop_unretrieved_task_errors(record: logging.LogRecord) -> bool:
-  return not record.getMessage().startswith("Task exception was never retrieved")
+def settle_failed_saves(timeout: float = 10.0) -> bool:
+  """Waits until the asyncio work of failed saves is finished and garbage-collected.
+
+  A failed orbax save closes its event loop while sibling writes are still in
+  tensorstore's hands; each reports itself on stderr when it completes (asyncio's
+  "Event loop is closed") or is collected ("exception was never retrieved"),
+  possibly after the run's own error line. Called once the CheckpointSaveError is
+  dropped and before it is reported, this lets all of that happen first: it
+  collects garbage until no future of a closed event loop is left alive.
+
+  Args:
+    timeout: seconds to wait at most.
+
+  Returns:
+    True when none is left; False at the timeout.
+  """
+  deadline = time.monotonic() + timeout
+  while True:
+    gc.collect()
+    if not any(isinstance(o, asyncio.Future) and o.get_loop().is_closed() for o in gc.get_objects()):
+      return True
+    if time.monotonic() > deadline:
+      return False
+    time.sleep(0.01)
 
 
 def _one_line(error: BaseException) -> str:
-  """The root cause in one line: orbax wraps tensorstore's precise error in a vaguer one."""
+  """The root cause in one line: orbax wraps tensorstore's precise error in a vaguer one.
+
+  A tensorstore write error names the OS error deep in a long text
+  (`Failed writing: "FILE": ... [os_error_code='28']`); it is put first, as
+  `OSError: [Errno 28] No space left on device (writing FILE)`.
+  """
   while error.__cause__ is not None:
     error = error.__cause__
   text = str(error).strip()
+  code = re.search(r"os_error_code='(\d+)'", text)
+  if code:
+    written = re.search(r'(?:Failed writing|Error writing local file): "([^"]+)"', text)
+    where = f" (writing {written.group(1)})" if written else ""
+    return f"OSError: [Errno {code.group(1)}] {os.strerror(int(code.group(1)))}{where}"
   line = text.splitlines()[0] if text else ""
   return f"{type(error).__name__}: {line[:300]}".strip()
 

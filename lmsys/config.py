@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import traceback
 from typing import Any
 
 import ml_collections
@@ -127,20 +128,116 @@ RESUME_SAFE_KEYS = (
 
 
 def load_config_module(path: str):
-  """Imports a config file as a module (its `get_config`, and `get_sweep` where it has one)."""
+  """Imports a config file as a module (its `get_config`, and `get_sweep` where it has one).
+
+  Args:
+    path: a Python file, e.g. configs/logreg.py.
+
+  Returns:
+    The module.
+
+  Raises:
+    ConfigError: one line naming the file (and the line, for an error in it): not found,
+      not a Python file, a syntax error, or an exception while it runs.
+  """
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
+  if not path.endswith(".py"):
+    raise ConfigError(f"config file {path}: not a Python file (expected configs/NAME.py)")
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"lmsys_config_{name}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:  # also a file that is not UTF-8 ("(unicode error) ...")
+    raise ConfigError(f"config file {path}, line {e.lineno}: syntax error: {e.msg}") from None
+  except Exception as e:  # pylint: disable=broad-except  (an import or a name the file lacks, ...)
+    raise ConfigError(f"config file {path}{_line_in(path, e)}: {type(e).__name__}: {_first_line(e)}") from None
   return module
 
 
-def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """Imports `path` and calls its `get_config(arg)`; usable from notebooks."""
+def call_config_function(path: str, name: str, arg: str | None = None) -> Any:
+  """Imports config file `path` and calls its function `name` (get_config, get_sweep) with `arg`.
+
+  Args:
+    path: the config file.
+    name: the function to call.
+    arg: the variant string after the colon (`smoke,steps=100`), or None (then no argument).
+
+  Returns:
+    What the function returns.
+
+  Raises:
+    ConfigError: one line naming the file (and line): see `load_config_module`; no such
+      function; the function raising (a ConfigError, e.g. an unknown variant, as it is).
+  """
   module = load_config_module(path)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  function = getattr(module, name, None)
+  if not callable(function):
+    raise ConfigError(f"config file {path}: no {name}(arg=None) function")
+  try:
+    return function(arg) if arg is not None else function()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    call = f"{name}({arg!r})" if arg is not None else f"{name}()"
+    raise ConfigError(f"config file {path}{_line_in(path, e)}: {call} failed: "
+                      f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Imports `path` and calls its `get_config(arg)`; usable from notebooks.
+
+  Args:
+    path: the config file.
+    arg: the variant string after the colon (`smoke,steps=100`), or None.
+
+  Returns:
+    The ConfigDict `get_config` returns.
+
+  Raises:
+    ConfigError: one line naming the file (and line), as `call_config_function`, or
+      get_config not returning a ConfigDict.
+  """
+  config = call_config_function(path, "get_config", arg)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"config file {path}: get_config returned a {type(config).__name__}, "
+                      f"not an ml_collections.ConfigDict")
+  return config
+
+
+def _line_in(path: str, error: BaseException) -> str:
+  """', line N' of the innermost frame of `error`'s traceback in file `path`, or ''."""
+  target = os.path.abspath(path)
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == target]
+  return f", line {lines[-1]}" if lines else ""
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else ""
+
+
+def check_workdir(path: str, flag: str = "--workdir") -> None:
+  """Raises a ConfigError unless `path` is, or can be made, a writable directory.
+
+  Args:
+    path: the workdir; it may not exist yet.
+    flag: how the message names it.
+
+  Raises:
+    ConfigError: `path` or a folder above it is a file, or the nearest existing folder is
+      not writable. Nothing is created.
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{flag} {path}: exists and is not a directory")
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"{flag} {path}: {existing} is a file, not a directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"{flag} {path}: {existing} is not writable")
 
 
 def get(config, key: str, default: Any = None) -> Any:

@@ -141,9 +141,9 @@ class Writer:
     self._jsonl.close()
     if self._tensorboard:
       self._write_figures()
-      if self._hparams:
+      if self._hparams and self._last:  # a run that logged nothing (bad input found late) adds no hparams
         hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in self._hparams.items()}
-        self._tb[""].add_hparams(hparams, dict(self._last) or {"none": 0.0}, name="hparams")
+        self._tb[""].add_hparams(hparams, dict(self._last), name="hparams")
     for writer in self._tb.values():
       writer.close()
     if self._wandb is not None:

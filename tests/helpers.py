@@ -10,12 +10,31 @@ import time
 from tests.conftest import REPO
 
 
-def run_cli(args, env=None, timeout=300):
-  """Runs `python -m experiments.run ARGS` in a subprocess from the repo root."""
+def run_cli(args, env=None, timeout=300, module="experiments.run", file_size_limit=None):
+  """Runs `python -m MODULE ARGS` in a subprocess from the repo root.
+
+  Args:
+    args: the command-line arguments after the module.
+    env: variables added to this process's environment.
+    timeout: seconds before the run is killed.
+    module: the entry point (`experiments.run`, `experiments.sweep`).
+    file_size_limit: bytes; writes growing a file past it fail with EFBIG (RLIMIT_FSIZE, set
+      by a small Python wrapper that then execs the run: no fork hook in this threaded process).
+
+  Returns:
+    The subprocess.CompletedProcess, with text stdout and stderr.
+  """
   full_env = {**os.environ, **(env or {})}
   full_env.setdefault("PYTHONPATH", str(REPO))
-  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=REPO,
-                        env=full_env, capture_output=True, text=True, timeout=timeout)
+  command = [sys.executable, "-m", module, *args]
+  if file_size_limit is not None:
+    command = [sys.executable, "-c", _LIMIT_THEN_EXEC.format(file_size_limit)] + command[1:]
+  return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+_LIMIT_THEN_EXEC = ("import os, resource, sys; "
+                    "resource.setrlimit(resource.RLIMIT_FSIZE, ({}, resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+                    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
 
 
 @contextlib.contextmanager

@@ -327,10 +327,12 @@ class CharTokenizer:
 
   @classmethod
   def from_file(cls, path: str, **kwargs) -> "CharTokenizer":
-    if not os.path.isfile(path):
-      raise ConfigError(f"vocabulary file not found: {path!r}")
-    with open(path, encoding="utf-8") as f:
-      return cls([line.rstrip("\r\n") for line in f], **kwargs)
+    """The tokenizer over vocabulary file `path`; a bad file is one ConfigError naming it (and the line)."""
+    tokens = data.read_vocab(path)
+    try:
+      return cls(tokens, **kwargs)
+    except ConfigError as e:
+      raise ConfigError(f"vocabulary {path}: {e}") from None
 
   @property
   def vocab_size(self) -> int:

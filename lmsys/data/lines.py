@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from lmsys.config import ConfigError
 
@@ -40,3 +41,30 @@ def read_text_lines(path: str) -> list[str]:
   if not lines:
     raise ConfigError(f"{path}: no lines (empty file)")
   return lines
+
+
+def read_vocab(path: str) -> list[str]:
+  """The tokens of a vocabulary file (vocab.txt: one token a line, id = line index).
+
+  Args:
+    path: the file.
+
+  Returns:
+    Every line without its line break (blank lines kept: they hold ids).
+
+  Raises:
+    ConfigError: one line naming the file: not found, empty, or a line that is not UTF-8
+      (with its number).
+  """
+  if not os.path.isfile(path):
+    raise ConfigError(f"vocabulary file not found: {path!r}")
+  tokens = []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        tokens.append(raw.decode("utf-8").rstrip("\r\n"))
+      except UnicodeDecodeError as e:
+        raise ConfigError(f"vocabulary {path}, line {number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  if not tokens:
+    raise ConfigError(f"vocabulary {path}: no tokens (empty file)")
+  return tokens

@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from lmsys import data
 from lmsys.config import ConfigError
 
 
@@ -31,6 +32,7 @@ def load_tokenizer(vocab_path: str, lowercase: bool = True):
   vocab_path = os.fspath(vocab_path)
   if not os.path.isfile(vocab_path):
     raise ConfigError(f"vocabulary not found: {vocab_path}")
+  data.read_vocab(vocab_path)  # empty, or a line not UTF-8: one error naming file and line
   try:
     return BertWordPieceTokenizer(vocab_path, lowercase=lowercase)
   except Exception as e:  # pylint: disable=broad-except  (e.g. no [SEP] in the vocabulary)

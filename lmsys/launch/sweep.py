@@ -172,10 +172,9 @@ def override_flags(trial: dict) -> list[str]:
 
 def load_sweep(path: str, arg: str | None = None) -> list[dict]:
   """Imports the config file and calls its `get_sweep(arg)` (usable from notebooks)."""
-  module = config_lib.load_config_module(path)
-  if not callable(getattr(module, "get_sweep", None)):
+  if not callable(getattr(config_lib.load_config_module(path), "get_sweep", None)):
     raise ConfigError(f"{path} defines no get_sweep(arg): nothing to sweep")
-  return module.get_sweep(arg) if arg is not None else module.get_sweep()
+  return config_lib.call_config_function(path, "get_sweep", arg)
 
 
 # -- Running one trial (local subprocess or a submitit task) ---------------------
