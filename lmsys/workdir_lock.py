@@ -5,10 +5,18 @@ checkpoint saves. The runner takes this lock before it writes anything (on
 multi-host runs, process 0 holds it for all) and releases it at exit. A lock
 left by a process that no longer exists on this host is stale and taken over;
 a lock held by another host cannot be checked from here and is reported.
+
+Taking over is atomic: the lock file is created with O_EXCL, and a stale one is
+removed only under an exclusive `flock` on `LOCK.takeover` (released by the
+kernel if its holder dies), after checking again that it still names the same
+dead process. So of several processes racing for a dead owner's lock exactly
+one gets it, and none removes a lock that a live process has just taken.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -29,12 +37,42 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def _read(path: str) -> dict:
+def read_holder(path: str) -> dict:
+  """The lock file's {'host', 'pid', 'since'}; {} when it is missing or not written yet."""
   try:
     with open(path) as f:
       return json.load(f)
   except (OSError, ValueError):
     return {}
+
+
+def _is_stale(holder: dict) -> bool:
+  """A lock of a process of this host that no longer exists."""
+  return (holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int)
+          and not _alive(holder["pid"]))
+
+
+@contextlib.contextmanager
+def _exclusive(path: str):
+  """Holds an exclusive flock on `path` (created, and removed on the way out).
+
+  A waiter may get the lock on a file its holder has just removed; it then tries again on the
+  file now at `path`, so that only one process at a time is inside.
+  """
+  while True:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+      if os.path.samestat(os.fstat(fd), os.stat(path)):
+        break
+    except FileNotFoundError:
+      pass
+    os.close(fd)
+  try:
+    yield
+  finally:
+    os.remove(path)
+    os.close(fd)
 
 
 class WorkdirLock:
@@ -50,11 +88,11 @@ class WorkdirLock:
       try:
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
-        holder = _read(self.path)
-        stale = holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-            and not _alive(holder["pid"])
-        if stale:
-          os.remove(self.path)
+        holder = read_holder(self.path)
+        if _is_stale(holder):
+          with _exclusive(self.path + ".takeover"):
+            if read_holder(self.path) == holder:  # not already taken over by another process
+              os.remove(self.path)
           continue
         raise ConfigError(
             f"workdir {os.path.dirname(self.path)!r} is in use by pid {holder.get('pid', '?')} on host "
@@ -68,7 +106,7 @@ class WorkdirLock:
 
   def release(self) -> None:
     if self.held:
-      holder = _read(self.path)
+      holder = read_holder(self.path)
       if holder.get("pid") == os.getpid():
         os.remove(self.path)
       self.held = False
