@@ -127,3 +127,11 @@ def test_processes_racing_for_a_dead_owners_lock_exactly_one_wins(tmp_path):
     assert len(winners) == 1, lines
     assert all(f"in use by pid {winners[0]} on host" in line for line in lines if line != "won"), lines
     assert json.loads((workdir / LOCK_NAME).read_text())["pid"] == winners[0]
+
+
+def test_a_lock_file_naming_no_holder_is_reported_after_a_few_seconds(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, "RETRY_SECONDS", 0.2)
+  (tmp_path / LOCK_NAME).write_text("not json")
+  with pytest.raises(ConfigError, match="locked by a lock file that names no holder"):
+    WorkdirLock(str(tmp_path)).acquire()
+  assert (tmp_path / LOCK_NAME).read_text() == "not json"
