@@ -256,7 +256,7 @@ def test_remat_gives_the_same_values_and_gradients():
   batch = {k: jnp.asarray(v) for k, v in _random_batch(SMALL).items()}
 
   def loss(p, config):
-    mlm, nsp = _apply(config, p, batch, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    mlm, nsp = _apply(config, p, batch, deterministic=False, rngs={"dropout": jax.random.key(1)})
     return jnp.mean(jax.nn.log_softmax(mlm)[..., 3]) + jnp.mean(bert.is_next_log_prob(nsp))
 
   plain = jax.jit(jax.value_and_grad(lambda p: loss(p, SMALL)))(params)
@@ -265,7 +265,7 @@ def test_remat_gives_the_same_values_and_gradients():
                          plain, remat)
   deterministic = _apply(SMALL, params, batch)[1]
   with_dropout = _apply(SMALL, params, batch, deterministic=False,
-                        rngs={"dropout": jax.random.PRNGKey(1)})[1]
+                        rngs={"dropout": jax.random.key(1)})[1]
   assert not np.allclose(deterministic, with_dropout)
 
 
