@@ -4,7 +4,6 @@ and resumes from its checkpoint."""
 
 import json
 import os
-import signal
 import sys
 import time
 

@@ -66,7 +66,7 @@ def test_a_wrong_weight_moves_the_logits_beyond_the_tolerance(reference):
   config, params = hf_bert.load_hf_bert(str(RECORDED))
   layer_norm = params["params"]["layer_1"]["output_layer_norm"]
   layer_norm["bias"] = layer_norm["bias"] + 0.1
-  mlm, nsp = bert.BertForPreTraining(config).apply(params, *(_batch(recorded)[f] for f in FIELDS))
+  mlm, _ = bert.BertForPreTraining(config).apply(params, *(_batch(recorded)[f] for f in FIELDS))
   assert np.abs(np.asarray(mlm) - recorded["mlm_logits"]).max() > 1e-2
 
 
