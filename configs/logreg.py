@@ -1,5 +1,7 @@
-"""Note 1 (kexue 8578): the analytic (Gaussian, shared covariance) solution of
-logistic regression vs MLE softmax regression trained by the shared trainer,
+"""Note 1 (kexue 8578): analytic logistic regression vs MLE, scikit-learn's lbfgs and LDA.
+
+The analytic (Gaussian, shared covariance) solution of logistic regression vs MLE softmax
+regression trained by the shared trainer,
 with scikit-learn's LogisticRegression (lbfgs) and LDA as outside references,
 on full training data and on 1,000 training samples.
 

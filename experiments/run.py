@@ -15,6 +15,7 @@ logging/checkpoint cadence).
 
 from __future__ import annotations
 
+import ast
 import datetime
 import importlib
 import json
@@ -48,7 +49,7 @@ def parse_args(argv: list[str]):
     raise ConfigError("missing --config=configs/NAME.py[:ARG]")
   path, _, arg = spec.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path}")
+    raise ConfigError(config_not_found_message(path))
   config_lib.load_config_file(path, arg or None)  # a bad variant is one clean ConfigError, not a traceback
   try:
     flag_values(["run"] + list(argv))
@@ -61,6 +62,57 @@ def parse_args(argv: list[str]):
     raise ConfigError(_one_line(f"bad config override: {e}")) from None
   config = flag_values.config
   return config, path, arg or None, flag_values.workdir
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+USAGE = """\
+usage: python -m experiments.run --config configs/NAME.py[:VARIANT] [--workdir DIR] [--config.KEY=VALUE ...]
+
+Runs one experiment (or resumes it, given an existing --workdir). Run it from the repository root.
+
+flags:
+  --config FILE[:VARIANT]  the config file; VARIANT picks a version of it: `smoke` (seconds, for
+                           tests), several comma separated, `key=value` knobs (`:smoke,steps=100`)
+  --workdir DIR            where the run writes (default runs/<config>[-<variant>]/<timestamp>);
+                           the same command on an existing workdir resumes it
+  --config.KEY=VALUE       sets one config key (`--config.train.num_steps=500`); repeatable
+  -h, --help               this message
+
+configs (configs/NAME.py; its docstring says what it reproduces and lists its variants):
+"""
+
+
+def known_configs(configs_dir: str = CONFIGS_DIR) -> dict[str, str]:
+  """The config files shipped with lmsys.
+
+  Args:
+    configs_dir: the folder of config files (default: the repository's `configs/`).
+
+  Returns:
+    {name: first line of its docstring}, sorted by name; read without importing the configs.
+  """
+  found = {}
+  for filename in sorted(os.listdir(configs_dir)):
+    if not filename.endswith(".py") or filename.startswith("_"):
+      continue
+    with open(os.path.join(configs_dir, filename), encoding="utf-8") as f:
+      doc = ast.get_docstring(ast.parse(f.read())) or ""
+    found[filename[:-3]] = doc.strip().split("\n", 1)[0]
+  return found
+
+
+def usage() -> str:
+  """The --help text: how to call the entry point, its flags, and one line per known config."""
+  configs = known_configs()
+  width = max(map(len, configs), default=0)
+  return USAGE + "\n".join(f"  {name:<{width}}  {line}" for name, line in configs.items())
+
+
+def config_not_found_message(path: str) -> str:
+  """The one error line for a --config file that does not exist: it lists the known configs."""
+  names = ", ".join(known_configs())
+  return f"config file not found: {path} (known configs, in configs/: {names}; --help describes them)"
 
 
 def _one_line(text: str) -> str:
@@ -141,6 +193,9 @@ def initialize_distributed() -> None:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if "--help" in argv or "-h" in argv:
+    print(usage())
+    return 0
   import jax  # pylint: disable=g-import-not-at-top
   try:
     config, path, arg, workdir = parse_args(argv)

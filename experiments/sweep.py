@@ -18,8 +18,9 @@ Launchers (the scheduling is theirs; jax.distributed does the multi-host part of
 - slurm: one job per trial, as one submitit job array (`--slurm_partition`, `--nodes`,
   `--gpus_per_node`, `--timeout_min`); each node runs one process of the trial, given the
   LMSYS_COORDINATOR / LMSYS_NUM_PROCESSES / LMSYS_PROCESS_ID variables from submitit's
-  JobEnvironment. Waits for the jobs, then writes the summary. `--cluster local` runs the
-  same jobs through submitit's local executor (no SLURM needed).
+  JobEnvironment. A timeout or a preemption requeues the job, which resumes the trial from its
+  checkpoint (lmsys/launch/slurm.py). Waits for the jobs, then writes the summary.
+  `--cluster local` runs the same jobs through submitit's local executor (no SLURM needed).
 - tpu: prints, per trial, `gcloud compute tpus tpu-vm ssh NAME --zone Z --worker=all
   --command "..."` (every host of the slice runs the trial with LMSYS_DISTRIBUTED=auto);
   `--run` executes them one after another. DIR must be a path every host shares.
@@ -204,6 +205,7 @@ def run_local(workdir: str, trials: list[dict], parallel: int) -> dict[str, str]
 def run_slurm(workdir: str, trials: list[dict], options) -> dict[str, str]:
   """One submitit job per trial (a job array), `--nodes` processes each; waits for them."""
   import submitit  # pylint: disable=g-import-not-at-top
+  from lmsys.launch import slurm  # pylint: disable=g-import-not-at-top  (imports submitit)
   executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit"), cluster=options.cluster)
   params = dict(name="lmsys-sweep", timeout_min=options.timeout_min, nodes=options.nodes, tasks_per_node=1,
                 gpus_per_node=options.gpus_per_node, slurm_array_parallelism=options.parallel)
@@ -218,8 +220,9 @@ def run_slurm(workdir: str, trials: list[dict], options) -> dict[str, str]:
     _clear_error(workdir, trial)
   logs = [os.path.join(os.path.abspath(trial_dir(workdir, t)), sweep.LOG_FILE) for t in trials]
   start = time.perf_counter()
-  jobs = executor.map_array(sweep.submitit_task, [command(t) for t in trials], [os.getcwd()] * len(trials),
-                            logs, [_env()] * len(trials))
+  with executor.batch():  # one job array; each job requeues itself after a timeout or preemption
+    jobs = [executor.submit(slurm.TrialTask(command(t), os.getcwd(), log, _env()))
+            for t, log in zip(trials, logs)]
   print(f"submitted {len(jobs)} job(s) ({options.cluster}): {', '.join(j.job_id for j in jobs)}; "
         f"submitit logs in {executor.folder}", flush=True)
   statuses = {}

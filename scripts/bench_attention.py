@@ -38,7 +38,7 @@ from lmsys import timing
 
 def kernels(on_gpu: bool, chunk: int | None):
   """name -> (builder: causal -> fn(q, k, v), dtype or None for the run's dtype)."""
-  rng = jax.random.PRNGKey(0)
+  rng = jax.random.key(0)
   chunk_kw = {} if chunk is None else {"chunk_size": chunk}
   attend = lambda kind, **kw: (lambda c: lambda q, k, v: A.attend(q, k, v, kind=kind, causal=c, **kw))
   specs = {
@@ -133,7 +133,7 @@ def main(argv=None):
   rows, slow = [], set()
   width = args.heads * args.head_dim
   for n in lengths:
-    key = jax.random.PRNGKey(n)
+    key = jax.random.key(n)
     base = [jax.random.normal(k, (1, n, args.heads, args.head_dim)) for k in jax.random.split(key, 3)]
     # The machine's dense rate at this n: one [n, h*d] x [h*d, h*d] product.
     a, b = base[0].reshape(n, width).astype(base_dtype), jnp.eye(width, dtype=base_dtype) * 0.5

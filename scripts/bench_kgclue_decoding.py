@@ -38,7 +38,7 @@ def main():
   if args.workdir:
     params = analysis.load_run(args.workdir).restore(name="seq2seq")
   else:
-    params = model.init(jax.random.PRNGKey(0), source, jnp.zeros_like(source[:, :1]))["params"]
+    params = model.init(jax.random.key(0), source, jnp.zeros_like(source[:, :1]))["params"]
   trie, tables = kbqa.device_constraint(data, distractors=True, lookahead=True)
   tok = data.tokenizer
 

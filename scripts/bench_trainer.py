@@ -10,12 +10,13 @@ both alike; the overhead is reported at the median of the per-round ratios,
 with their spread (min..max), so one disturbed round cannot decide it.
 Target: trainer overhead at most 2% at the median.
 
-  python scripts/bench_trainer.py [--dataset fashion_mnist] [--steps 3000] [--rounds 7]
+  python scripts/bench_trainer.py [--dataset fashion_mnist] [--steps 3000] [--rounds 7] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -70,6 +71,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--same_metrics", action="store_true",
                       help="bare loop also computes the per-step metrics the trainer reports")
+  parser.add_argument("--json", default="", help="also write the numbers to this file")
   args = parser.parse_args()
 
   config = config_lib.load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "mlp.py"))
@@ -100,6 +102,15 @@ def main():
   print(f"shared trainer   : median {statistics.median(shared):8.1f} steps/s (rounds: {', '.join(f'{x:.1f}' for x in shared)})")
   print(f"trainer overhead : median {median:+.1f}% over {len(overheads)} paired rounds "
         f"(spread {overheads[0]:+.1f}% .. {overheads[-1]:+.1f}%; target <= 2%)")
+  if args.json:
+    device = jax.devices()[0]
+    with open(args.json, "w") as f:
+      json.dump({"device": device.device_kind, "platform": device.platform,
+                 "devices": jax.device_count(), "dataset": args.dataset, "steps": args.steps,
+                 "rounds": args.rounds, "batch_size": args.batch_size,
+                 "same_metrics": args.same_metrics, "bare_steps_per_second": bare,
+                 "trainer_steps_per_second": shared, "overhead_percent_median": median,
+                 "overhead_percent_per_round": overheads}, f, indent=1)
 
 
 if __name__ == "__main__":

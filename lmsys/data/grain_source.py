@@ -20,6 +20,9 @@ arrays in memory.
 - grain does the reading: a `MapDataset` whose element s is this process's
   batch at step s. Consecutive steps (the trainer's loop) come from one grain
   iterator that reads ahead on threads; any other step starts a new iterator there.
+- A batch's records are read in one call, the source's `__getitems__` (grain's
+  ArrayRecordDataSource and TFDS's data sources read them in parallel), not
+  one `__getitem__` a record.
 """
 
 from __future__ import annotations
@@ -43,10 +46,27 @@ def process_batches(source, batch_size: int, seed: int, decode: Callable[[Sequen
   if size == 0:
     raise ConfigError("cannot batch an empty dataset")
   data.batch_rows(size, batch_size, seed, 0, process_index, process_count)  # bad sizes fail here
-  records = grain.MapDataset.source(source)
   return grain.MapDataset.range(_MAX_STEPS).map(
-      lambda step: decode([records[int(i)] for i in data.batch_rows(
-          size, batch_size, seed, step, process_index, process_count)]))
+      lambda step: decode(read_records(source, data.batch_rows(
+          size, batch_size, seed, step, process_index, process_count))))
+
+
+def read_records(source, indices: Sequence[int]) -> list:
+  """Records `indices` of `source`, in that order, read in one call.
+
+  Args:
+    source: a random-access source: `len` and `__getitem__`, and `__getitems__` where it reads
+      many records at once (grain's `RandomAccessDataSource` protocol).
+    indices: record indices (any integer sequence, e.g. `lmsys.data.batch_rows`' array).
+
+  Returns:
+    The records, one per index.
+  """
+  indices = [int(i) for i in indices]
+  read_many = getattr(source, "__getitems__", None)
+  if read_many is None:  # e.g. a plain list
+    return [source[i] for i in indices]
+  return list(read_many(indices))
 
 
 def make_batch_fn(source, batch_size: int, seed: int, decode: Callable[[Sequence[Any]], Any],

@@ -201,20 +201,3 @@ def distributed_env(coordinator_host: str, num_processes: int, process_id: int, 
   port = 20000 + int(hashlib.sha1(job_id.encode()).hexdigest(), 16) % 20000  # same on every task
   return {"LMSYS_COORDINATOR": f"{coordinator_host}:{port}", "LMSYS_NUM_PROCESSES": str(num_processes),
           "LMSYS_PROCESS_ID": str(process_id)}
-
-
-def submitit_task(command: list[str], cwd: str, log_path: str, env: dict | None = None) -> dict:
-  """One task of a submitit job (one per host): joins the job's processes and runs the trial.
-
-  The first host of the job is the coordinator; submitit's JobEnvironment names the hosts
-  and this task's rank on SLURM and on its local executor alike.
-  """
-  import submitit  # pylint: disable=g-import-not-at-top
-  job = submitit.JobEnvironment()
-  host = job.hostnames[0] if job.num_nodes > 1 else "127.0.0.1"
-  env = {**(env or {}), **distributed_env(host, job.num_tasks, job.global_rank, job.job_id)}
-  if job.global_rank:  # every process logs; the first one's log is the trial's
-    log_path = f"{log_path}.{job.global_rank}"
-  result = run_command(command, cwd, log_path, env)
-  result["task"] = job.global_rank
-  return result

@@ -269,7 +269,7 @@ def is_next_log_prob(nsp_logits) -> jax.Array:
 
 def init_params(config: BertConfig, rng=None) -> dict:
   """The float32 `{'params': ...}` tree of BertForPreTraining(config), randomly initialised."""
-  return _jitted_init(config, jax.random.PRNGKey(0) if rng is None else rng)
+  return _jitted_init(config, jax.random.key(0) if rng is None else rng)
 
 
 @functools.partial(jax.jit, static_argnums=0)  # compiled once per config

@@ -135,7 +135,7 @@ class MultiHeadAttention(nn.Module):
     rng = None
     if kind == "favor":
       rng = (self.make_rng("attention") if self.has_rng("attention")
-             else jax.random.fold_in(jax.random.PRNGKey(self.seed), 0))
+             else jax.random.fold_in(jax.random.key(self.seed), 0))
     out = attention_lib.attend(q, k, v, kind=kind, causal=causal, mask=mask, rng=rng,
                                **cfg.attention_kwargs)
     return _dense(self.out_features or inputs_q.shape[-1], cfg, "out", axis=(-2, -1))(out)

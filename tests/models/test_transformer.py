@@ -18,7 +18,7 @@ def test_causal_lm_is_causal_and_trains(kind, params):
   model = T.CausalLM(T.TransformerConfig(num_layers=2, num_heads=2, head_dim=4, attention=kind,
                                          attention_params=params), vocab_size=11, max_length=16)
   ids = jnp.asarray(np.random.default_rng(0).integers(0, 11, size=(2, 10)), jnp.int32)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
+  variables = jax.jit(model.init)(jax.random.key(0), ids)
 
   @jax.jit
   def logits_and_grad(variables, ids):
@@ -47,9 +47,9 @@ def test_encoder_decoder_layers_cross_attention_and_padding():
   src_mask = jnp.asarray([[True] * 7, [True] * 4 + [False] * 3])
 
   def forward(src, tgt):
-    enc_vars = enc_layer.init(jax.random.PRNGKey(0), src, src_mask)
+    enc_vars = enc_layer.init(jax.random.key(0), src, src_mask)
     encoded = enc_layer.apply(enc_vars, src, src_mask)
-    dec_vars = dec_layer.init(jax.random.PRNGKey(1), tgt, encoded, encoded_mask=src_mask)
+    dec_vars = dec_layer.init(jax.random.key(1), tgt, encoded, encoded_mask=src_mask)
     return encoded, dec_layer.apply(dec_vars, tgt, encoded, encoded_mask=src_mask)
 
   forward = jax.jit(forward)
@@ -67,7 +67,7 @@ def test_dropout_and_favor_redraw_follow_flags():
                                          attention_params={"num_features": 8}, dropout_rate=0.5,
                                          positions="sinusoidal"), vocab_size=7, max_length=8)
   ids = jnp.zeros((1, 8), jnp.int32)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
+  variables = jax.jit(model.init)(jax.random.key(0), ids)
 
   @jax.jit
   def apply(variables, key, deterministic_key):
@@ -78,8 +78,8 @@ def test_dropout_and_favor_redraw_follow_flags():
     redraw_same = model.apply(variables, ids, rngs={"attention": deterministic_key})
     return fixed, model.apply(variables, ids), train, redraw, redraw_same
 
-  fixed, fixed_again, train, redraw, redraw_same = apply(variables, jax.random.PRNGKey(1),
-                                                         jax.random.PRNGKey(1))
+  fixed, fixed_again, train, redraw, redraw_same = apply(variables, jax.random.key(1),
+                                                         jax.random.key(1))
   np.testing.assert_allclose(fixed, fixed_again)
   assert not np.allclose(fixed, train)
   assert not np.allclose(fixed, redraw)      # a new projection draw
@@ -91,7 +91,7 @@ def test_sinusoidal_positions_and_intermediates():
   assert table.shape == (10, 6) and np.allclose(table[0, 1::2], 1) and np.allclose(table[0, 0::2], 0)
   mha = T.MultiHeadAttention(T.TransformerConfig(num_heads=2, head_dim=3))
   x = jnp.ones((1, 5, 4))
-  variables = mha.init(jax.random.PRNGKey(0), x)
+  variables = mha.init(jax.random.key(0), x)
   out, state = mha.apply(variables, x, mutable=["intermediates"])
   q, k = state["intermediates"]["qk"][0]
   assert out.shape == (1, 5, 4) and q.shape == (1, 5, 2, 3) and k.shape == (1, 5, 2, 3)
@@ -105,10 +105,10 @@ def test_compute_dtype_keeps_float32_params_and_remat_keeps_gradients():
 
   def loss_and_grads(cfg):
     model = T.CausalLM(cfg, vocab_size=13, max_length=12)
-    variables = model.init(jax.random.PRNGKey(0), ids)
+    variables = model.init(jax.random.key(0), ids)
 
     def loss(v):
-      logits = model.apply(v, ids, deterministic=False, rngs={"dropout": jax.random.PRNGKey(5)})
+      logits = model.apply(v, ids, deterministic=False, rngs={"dropout": jax.random.key(5)})
       return jnp.mean(jax.nn.logsumexp(logits, -1)), logits
     (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables)
     return variables, logits, grads
@@ -146,7 +146,7 @@ def test_decoder_layer_is_causal(kind, params, cross):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(2, 10, 8)), jnp.float32)
   encoded = jnp.asarray(rng.normal(size=(2, 7, 8)), jnp.float32) if cross else None
-  variables = layer.init(jax.random.PRNGKey(0), x, encoded)
+  variables = layer.init(jax.random.key(0), x, encoded)
   apply = jax.jit(lambda v, x, e: layer.apply(v, x, e))
   out = apply(variables, x, encoded)
   assert out.shape == x.shape
@@ -170,7 +170,7 @@ def test_seq2seq_incremental_decoding_matches_the_full_forward_pass(kind, params
   rng = np.random.default_rng(0)
   source = jnp.asarray(rng.integers(1, 17, size=(3, 9)), jnp.int32).at[1, 6:].set(0)  # padded row
   target = jnp.asarray(rng.integers(1, 17, size=(3, 7)), jnp.int32)
-  variables = model.init(jax.random.PRNGKey(0), source, target)
+  variables = model.init(jax.random.key(0), source, target)
   full = model.apply(variables, source, target)
   encoded = model.apply(variables, source, method=T.Seq2Seq.encode)
   cache = T.init_cache(model, variables["params"], encoded, source != 0)

@@ -59,7 +59,7 @@ def test_attend_matches_quadratic_reference(kind, params):
     q, k, v = _qkv(dtype=dtype)
     mask = jnp.arange(23)[None] < jnp.array([[23], [15]])  # second row padded after 15
     for causal in (False, True):
-      out, ref = _attend_and_reference(q, k, v, kind, params, causal, mask, jax.random.PRNGKey(7))
+      out, ref = _attend_and_reference(q, k, v, kind, params, causal, mask, jax.random.key(7))
       assert out.shape == (2, 23, 3, 5)
       tol = 1e-9 if odd else 2e-5
       np.testing.assert_allclose(out, ref, atol=tol * float(jnp.abs(ref).max()), rtol=0)
@@ -71,7 +71,7 @@ def test_padded_keys_and_future_keys_are_invisible(kind, params):
   mask = jnp.arange(23)[None] < 17
   mask = jnp.concatenate([mask, mask])
   f = jax.jit(lambda k, v: A.attend(q, k, v, kind=kind, causal=True, mask=mask,
-                                    rng=jax.random.PRNGKey(3), chunk_size=4, **params))
+                                    rng=jax.random.key(3), chunk_size=4, **params))
   out = f(k, v)
   # Change the padded keys/values (beyond 17), and the future of position 10.
   out2 = f(k.at[:, 17:].set(50.0), v.at[:, 17:].set(-9.0))
@@ -85,9 +85,9 @@ def test_padded_keys_and_future_keys_are_invisible(kind, params):
 def test_favor_draw_from_rng_matches_reference(orthogonal):
   q, k, v = _qkv()
   params = {"num_features": 12, "orthogonal": orthogonal}
-  out, ref = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.PRNGKey(1))
+  out, ref = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.key(1))
   np.testing.assert_allclose(out, ref, atol=2e-5 * float(jnp.abs(ref).max()))
-  other, _ = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.PRNGKey(2))
+  other, _ = _attend_and_reference(q, k, v, "favor", params, True, None, jax.random.key(2))
   assert not np.allclose(out, other)   # a new rng is a new draw
 
 
@@ -96,7 +96,7 @@ def test_cross_attention_shapes_and_reference():
   _, k, v = _qkv(3, length=19)
   mask = jnp.arange(19)[None].repeat(2, 0) < 12
   for kind, params in (KINDS[1], KINDS[3]):
-    out, ref = _attend_and_reference(q, k, v, kind, params, False, mask, jax.random.PRNGKey(0))
+    out, ref = _attend_and_reference(q, k, v, kind, params, False, mask, jax.random.key(0))
     assert out.shape == (2, 7, 3, 5)
     np.testing.assert_allclose(out, ref, atol=2e-5)
 
@@ -133,7 +133,7 @@ def test_favor_is_unbiased(orthogonal):
     w = A.favor_projection(rng, num_features, dim, orthogonal)
     return A.favor_features(q, w) @ A.favor_features(k, w).T
 
-  samples = jax.jit(jax.vmap(estimate))(jax.random.split(jax.random.PRNGKey(1), draws))
+  samples = jax.jit(jax.vmap(estimate))(jax.random.split(jax.random.key(1), draws))
   mean, stderr = samples.mean(0), samples.std(0) / math.sqrt(draws)
   z = (mean - exact) / stderr
   assert float(jnp.abs(z).max()) < 4.5, z            # 25 pairs, |z| < 4.5 each
@@ -143,7 +143,7 @@ def test_favor_is_unbiased(orthogonal):
 
 
 def test_orthogonal_projection_rows_are_orthogonal_within_blocks():
-  w = jax.jit(lambda r: A.favor_projection(r, 10, 4, orthogonal=True))(jax.random.PRNGKey(0))
+  w = jax.jit(lambda r: A.favor_projection(r, 10, 4, orthogonal=True))(jax.random.key(0))
   assert w.shape == (10, 4)
   block = w[:4] / jnp.linalg.norm(w[:4], axis=1, keepdims=True)
   np.testing.assert_allclose(block @ block.T, np.eye(4), atol=1e-5)
@@ -172,7 +172,7 @@ def test_causal_linear_attention_never_builds_an_n_by_n_array(kind, params):
   n = 1024
   q = jnp.zeros((1, n, 1, 8))
   def f(q, k, v):
-    return A.attend(q, k, v, kind=kind, causal=True, chunk_size=64, rng=jax.random.PRNGKey(0),
+    return A.attend(q, k, v, kind=kind, causal=True, chunk_size=64, rng=jax.random.key(0),
                     **params)
   hlo = jax.jit(f).lower(q, q, q).as_text()
   assert f"{n},{n}" not in hlo.replace(" ", "") and f"{n}x{n}" not in hlo

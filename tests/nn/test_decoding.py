@@ -75,7 +75,7 @@ def test_seq2seq_beam_scores_equal_teacher_forced_log_probabilities():
   cfg = T.TransformerConfig(num_layers=2, num_heads=2, head_dim=8)
   model = T.Seq2Seq(cfg, vocab_size=9, max_source_length=6, max_target_length=5)
   source = jnp.asarray([[3, 4, 5, 6, 0, 0], [7, 8, 2, 0, 0, 0]], jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), source, jnp.zeros((2, 5), jnp.int32))["params"]
+  params = model.init(jax.random.key(0), source, jnp.zeros((2, 5), jnp.int32))["params"]
   beam, end = 3, 2
   encoded = model.apply({"params": params}, source, method=T.Seq2Seq.encode)
   enc_rows = jnp.repeat(encoded, beam, 0)

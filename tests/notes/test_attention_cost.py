@@ -24,7 +24,7 @@ def test_flop_counter_matches_xla_core(kind, params, causal):
   n, h, d = 256, 4, 32
   x = jnp.ones((1, n, h, d))
   measured = _xla_flops(lambda q, k, v: A.attend(q, k, v, kind=kind, causal=causal,
-                                                   rng=jax.random.PRNGKey(0), **params), x, x, x)
+                                                   rng=jax.random.key(0), **params), x, x, x)
   predicted = attention_cost.attention_core_flops(
       n, h, d, kind, causal=causal, feature_dim=A.feature_dim(kind, d, **params),
       feature_map=params.get("feature_map", "elu"), chunk_size=params.get("chunk_size", 64))
@@ -38,7 +38,7 @@ def test_flop_counter_matches_xla_layer(n, activation, kind):
   layer = T.EncoderLayer(T.TransformerConfig(num_heads=h, head_dim=d, attention=kind,
                                              activation=activation))
   x = jnp.ones((1, n, h * d))
-  params = jax.jit(layer.init)(jax.random.PRNGKey(0), x)
+  params = jax.jit(layer.init)(jax.random.key(0), x)
   measured = _xla_flops(lambda p, x: layer.apply(p, x), params, x)
   predicted = attention_cost.layer_flops(n, h, d, 4, kind, activation=activation)["total"]
   assert abs(predicted / measured - 1) < 0.05, (predicted, measured)

@@ -44,7 +44,7 @@ def test_every_constrained_output_is_a_fact_of_the_base(fixture_data_env, train_
     params = result.params
   else:
     source = jnp.zeros((1, config.data.max_source_length), jnp.int32)
-    params = model.init(jax.random.PRNGKey(3), source, jnp.zeros((1, config.data.max_target_length), jnp.int32))["params"]
+    params = model.init(jax.random.key(3), source, jnp.zeros((1, config.data.max_target_length), jnp.int32))["params"]
   split = config.data.eval_split
   for lookahead in (False, True):
     objects, facts = kbqa.predict(model, params, data, split, beam_size=3, constrained=True,

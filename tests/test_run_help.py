@@ -1,0 +1,36 @@
+"""`python -m experiments.run --help` and the error line for a config file that does not exist."""
+
+import os
+
+from tests.conftest import REPO
+from tests.helpers import run_cli, run_main
+
+CONFIG_FILES = sorted(f[:-3] for f in os.listdir(REPO / "configs") if f.endswith(".py"))
+
+
+def test_help_exits_0_and_lists_flags_and_configs():
+  proc = run_cli(["--help"], timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout
+  for flag in ("--config FILE[:VARIANT]", "--workdir DIR", "--config.KEY=VALUE", "-h, --help"):
+    assert flag in out, flag
+  config_lines = out.split("\nconfigs ", 1)[1].splitlines()[1:]
+  assert [line.split()[0] for line in config_lines] == CONFIG_FILES
+  # One line per config: its name, then the first line of its docstring.
+  assert "  logreg               Note 1 (kexue 8578): analytic logistic regression vs MLE" in out
+  assert "  vae                  Note 6 (kexue 8791): a VAE as an importance-sampling estimator" in out
+  assert "  mlp                  Trainer demo: an MLP classifier on a bundled scikit-learn dataset." in out
+
+
+def test_short_help_flag_exits_0_before_reading_any_config(capsys):
+  assert run_main(["-h", "--config=configs/nope.py"]) == 0
+  assert "usage: python -m experiments.run" in capsys.readouterr().out
+
+
+def test_unknown_config_is_one_line_listing_the_known_ones(tmp_path, capsys):
+  workdir = tmp_path / "w"
+  assert run_main(["--config=configs/nope.py:smoke", f"--workdir={workdir}"]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: config file not found: configs/nope.py (")
+  assert "attention_approx, attention_approx_lm, attention_cost, jl, kgclue, logreg, mlp," in err
+  assert not workdir.exists()
