@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from lmsys import trainer
+from lmsys.config import ConfigError
 from lmsys.data import kgclue
 from lmsys.nn import decoding
 from lmsys.nn import trie as trie_lib
@@ -95,6 +96,7 @@ class KbqaData:
   base: kgclue.KgBase                 # with distractors
   splits: dict[str, list[kgclue.Example]]
   order: str
+  max_target_length: int = 0          # decoding steps: covers every target of the base (`load_data`)
 
   def arrays(self, split: str, max_source: int, max_target: int) -> dict[str, np.ndarray]:
     """{'source': [N, max_source], 'target': [N, max_target]} ids, padded with 0, truncated."""
@@ -108,6 +110,11 @@ class KbqaData:
         t = self.tokenizer.encode_target(ex.fact, self.order)[:max_target]
         target[i, :len(t)] = t
     return {"source": source, "target": target}
+
+  def longest_target(self, split: str | None = None) -> int:
+    """Tokens of the longest target of the base (split=None) or of the examples of `split`."""
+    facts = self.base.facts if split is None else [ex.fact for ex in self.splits[split] if ex.fact is not None]
+    return max((len(self.tokenizer.encode_target(f, self.order)) for f in facts), default=1)
 
   def trie(self, distractors: bool) -> trie_lib.TrieArrays:
     return build_base_trie(self.facts_base(distractors), self.tokenizer, self.order)
@@ -143,15 +150,22 @@ def load_data(config) -> KbqaData:
   bert = kgclue.load_tokenizer(directory, d.vocab_path or None)
   texts = [ex.question for exs in splits.values() for ex in exs]
   texts += [t for f in base.facts for t in (f.subject, f.predicate, f.sense, f.object)]
-  return KbqaData(compact_tokenizer(texts, bert), base, splits, kgclue.check_order(d.order))
+  data = KbqaData(compact_tokenizer(texts, bert), base, splits, kgclue.check_order(d.order))
+  longest = data.longest_target()
+  if d.max_target_length and d.max_target_length < longest:
+    raise ConfigError(f"config key 'data.max_target_length': {d.max_target_length} is shorter than the longest "
+                      f"target of the base ({longest} tokens), which decoding could then never finish "
+                      f"(0 = the longest)")
+  data.max_target_length = d.max_target_length or longest
+  return data
 
 
 # ---------------------------------------------------------------- model and training
 
-def make_model(config, vocab_size: int) -> Seq2Seq:
+def make_model(config, vocab_size: int, max_target_length: int) -> Seq2Seq:
+  """The Seq2Seq of config.model; `max_target_length` (`KbqaData.max_target_length`) bounds decoding."""
   return Seq2Seq(TransformerConfig.from_config(config.model), vocab_size=vocab_size,
-                 max_source_length=config.data.max_source_length,
-                 max_target_length=config.data.max_target_length)
+                 max_source_length=config.data.max_source_length, max_target_length=max_target_length)
 
 
 def target_input(target, bos_id: int):
@@ -176,12 +190,17 @@ def make_loss_fn(model: Seq2Seq, bos_id: int):
 
 
 def train(config, workdir, writer, data: KbqaData):
-  """Trains the Seq2Seq on the training split with the shared trainer; (model, TrainResult)."""
+  """Trains the Seq2Seq on the training split with the shared trainer; (model, TrainResult).
+
+  Training batches are as wide as the longest training target (no target is cut; the wider
+  padding up to the model's decoding length would cost compute and change no loss: the
+  decoder is causal and padding is masked out of the loss)."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
-  model = make_model(config, data.tokenizer.vocab_size)
-  arrays = data.arrays(config.data.train_split, config.data.max_source_length, config.data.max_target_length)
+  model = make_model(config, data.tokenizer.vocab_size, data.max_target_length)
+  width = min(data.longest_target(config.data.train_split), data.max_target_length)
+  arrays = data.arrays(config.data.train_split, config.data.max_source_length, width)
   source0 = jnp.zeros((1, config.data.max_source_length), jnp.int32)
-  target0 = jnp.zeros((1, config.data.max_target_length), jnp.int32)
+  target0 = jnp.zeros((1, width), jnp.int32)
   result = trainer.train(
       config, workdir, writer,
       init_fn=lambda rng: model.init(rng, source0, target0)["params"],

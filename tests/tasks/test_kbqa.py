@@ -35,7 +35,7 @@ def test_lcs_rows_extend_like_the_dynamic_programme():
 def test_every_constrained_output_is_a_fact_of_the_base(fixture_data_env, train_steps, tmp_path):
   config = config_lib.load_config_file(str(REPO / "configs" / "kgclue.py"), "smoke")
   data = kbqa.load_data(config)
-  model = kbqa.make_model(config, data.tokenizer.vocab_size)
+  model = kbqa.make_model(config, data.tokenizer.vocab_size, data.max_target_length)
   if train_steps:
     from lmsys import metrics
     config.train.num_steps = config.train.checkpoint_every = config.train.eval_every = train_steps
@@ -44,7 +44,7 @@ def test_every_constrained_output_is_a_fact_of_the_base(fixture_data_env, train_
     params = result.params
   else:
     source = jnp.zeros((1, config.data.max_source_length), jnp.int32)
-    params = model.init(jax.random.PRNGKey(3), source, jnp.zeros((1, config.data.max_target_length), jnp.int32))["params"]
+    params = model.init(jax.random.PRNGKey(3), source, jnp.zeros((1, data.max_target_length), jnp.int32))["params"]
   split = config.data.eval_split
   for lookahead in (False, True):
     objects, facts = kbqa.predict(model, params, data, split, beam_size=3, constrained=True,
