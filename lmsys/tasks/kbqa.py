@@ -319,7 +319,14 @@ def lcs_with_encoded_question(question, sequences, lengths, sep_id: int):
   [CLS] never occurs in a target, so it adds nothing; the final [SEP] adds one where the
   sequence has a [SEP] after the tokens it matches: LCS(x, q [SEP]) = max(LCS(x, q),
   1 + LCS(x[:j], q)), j the position of the last [SEP] of x (the LCS of a prefix only grows).
-  question [M, Lq] (0-padded, no [CLS]/[SEP]), sequences [M, L], lengths int [M] -> int32 [M].
+
+  Args:
+    question: int [M, Lq], 0-padded, without [CLS] / [SEP].
+    sequences: int [M, L], 0-padded.
+    lengths: int [M], or a tuple of such arrays (one scan of the sequences serves them all).
+    sep_id: the [SEP] id.
+  Returns:
+    int32 [M] (a tuple of them for a tuple of lengths).
   """
   history = _lcs_history(question, sequences)
   width = sequences.shape[1]
@@ -329,9 +336,12 @@ def lcs_with_encoded_question(question, sequences, lengths, sep_id: int):
     value = jnp.take_along_axis(table, jnp.clip(n - 1, 0, width - 1)[:, None], axis=1)[:, 0]
     return jnp.where(n > 0, value, 0)
 
-  j = jnp.where(lengths > 0, first(lengths, last_sep), -1)
-  through_sep = jnp.where(j >= 0, 1 + first(j, history), 0)
-  return jnp.maximum(first(lengths, history), through_sep)
+  def at(n):
+    j = jnp.where(n > 0, first(n, last_sep), -1)
+    through_sep = jnp.where(j >= 0, 1 + first(j, history), 0)
+    return jnp.maximum(first(n, history), through_sep)
+
+  return tuple(at(n) for n in lengths) if isinstance(lengths, tuple) else at(lengths)
 
 
 def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
@@ -367,9 +377,9 @@ def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
   r = members.shape[1]
   sequences = la.tokens[rows.reshape(-1)]
   question = jnp.repeat(question_rows, r, 0)
-  lcs = lambda n: lcs_with_encoded_question(question, sequences, n, sep_id)
   key_length = (sequences != 0).sum(1) - 1                                    # without the closing [SEP]
-  gain = (lcs(key_length) - lcs(jnp.repeat(depth, r))).reshape(b * k, r)
+  full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
+  gain = (full - prefix).reshape(b * k, r)
   weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
   weights = jnp.ones((b * k, v), jnp.float32).at[jnp.arange(b * k)[:, None], next_token].max(weight)
   lp = log_probs.reshape(b * k, v)

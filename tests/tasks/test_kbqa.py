@@ -152,6 +152,11 @@ def test_lcs_with_the_encoded_question_counts_its_cls_and_sep():
     for i in range(30):
       want = kbqa.lcs_length(_text(sequences[i, :lengths[i]]), _text([cls, *question[i], sep]))
       assert int(got[i]) == want, (lq, i)
+    both = kbqa.lcs_with_encoded_question(jnp.asarray(question), jnp.asarray(sequences),
+                                          (jnp.asarray(lengths), jnp.full(30, 9)), sep)
+    np.testing.assert_array_equal(both[0], got)
+    assert [int(x) for x in both[1][:3]] == [
+        kbqa.lcs_length(_text(sequences[i]), _text([cls, *question[i], sep])) for i in range(3)]
   # A literal case: "AB[SEP]" against [CLS] "BA" [SEP]: "A[SEP]" or "B[SEP]", 2 (1 without [SEP]).
   got = kbqa.lcs_with_encoded_question(jnp.asarray([[5, 4]]), jnp.asarray([[4, 5, sep]]), jnp.asarray([3]), sep)
   assert int(got[0]) == 2
