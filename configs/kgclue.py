@@ -29,21 +29,32 @@ def get_config(arg=None):
       eval_limit=0,           # evaluate the first N eval examples (0 = all)
       order="spm",            # target order: spm = S,P,M (the note's best); smp = S,M,P
       distractors=4, sense_distractors=1,       # distractor facts per entity (lmsys.data.kgclue)
-      max_source_length=32, max_target_length=40))  # p99: 27 / 31 characters
+      max_source_length=32,   # questions: p99 27 characters
+      max_target_length=0))   # decoding steps; 0 = the longest target of the base (56 tokens with
+                              # distractors): every fact can finish. Training batches are as wide
+                              # as the longest training target (49).
 
   c.model = ml_collections.ConfigDict(dict(
       num_layers=2, num_heads=4, head_dim=32, ffn_ratio=4, activation="gelu", dropout_rate=0.1,
       attention="softmax", dtype="float32", remat=False))
 
-  # Decoding runs: name -> (beam size, trie constraint, look-ahead, distractors in the base).
+  # Decoding runs: name -> (beam size, trie constraint, look-ahead, distractors in the base
+  # [, renormalise]). renormalise: when the trie constrains a step, renormalise the probabilities
+  # over the allowed tokens (the reference code's rule; False: the masked log-softmax, so each
+  # forced token costs -log p); a run's fifth element overrides it. length_penalty: finished
+  # hypotheses rank by score / length ** length_penalty (0: plain probability, the note's).
   c.decode = ml_collections.ConfigDict(dict(
-      batch_size=16,
+      batch_size=16, renormalise=True, length_penalty=0.0,
       runs={"unconstrained_b5": (5, False, False, True),
             "constrained_b1": (1, True, False, True),
+            "constrained_b1_no_renormalise": (1, True, False, True, False),
             "constrained_b3": (3, True, False, True),
             "constrained_b5": (5, True, False, True),
+            "constrained_b5_no_renormalise": (5, True, False, True, False),
             "constrained_lookahead_b1": (1, True, True, True),
+            "constrained_lookahead_b1_no_renormalise": (1, True, True, True, False),
             "constrained_lookahead_b5": (5, True, True, True),
+            "constrained_lookahead_b5_no_renormalise": (5, True, True, True, False),
             "constrained_b5_no_distractors": (5, True, False, False),
             "constrained_lookahead_b5_no_distractors": (5, True, True, False)}))
 

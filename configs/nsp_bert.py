@@ -43,12 +43,20 @@ def get_config(arg=None):
 
   c.model = ml_collections.ConfigDict(dict(
       checkpoint="runs/nsp_bert_pretrain",  # HF BERT directory | bert_pretrain workdir | "" (random)
-      max_length=128,                   # tokens per pair (the paper's); capped at the model's positions
+      max_length=0,                     # tokens per pair; 0 = the released scripts' (256, chid and
+                                        # cluewsc 128); 128 = the paper's; capped at the model's positions
       lowercase=True,                   # the tokenizer's (True for bert-base-chinese and uncased models)
       dtype="float32",                  # compute dtype (bfloat16 on accelerators)
       random=ml_collections.ConfigDict(dict(   # checkpoint="" only
           hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
           max_position_embeddings=128, seed=0))))
+
+  # The first choice of each is the released code's (lmsys.notes.nsp_bert.PROTOCOL_CHOICES).
+  c.protocol = ml_collections.ConfigDict(dict(
+      tnews_labels="released",          # released: 证券 / 民生 as the classification code; file: label_zh (股票 / 故事)
+      cluewsc_order="span_first",       # span_first: span1 + text 上文中…是指 (is_pre); text_first: swapped
+      chid="soft_positions",            # soft_positions: idiom first at the blank's position ids; text_first
+      thresholds="released"))           # released: a group's top dev score, >= moves up; midpoint
 
   c.eval = ml_collections.ConfigDict(dict(batch_pairs=256))  # pairs per jitted call
   if variants.smoke:

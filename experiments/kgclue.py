@@ -33,12 +33,7 @@ def validate(config) -> None:
   for key in ("train_split", "eval_split"):
     if config.data[key] not in splits:
       raise ConfigError(f"config key 'data.{key}': no {config.data[key]}.json in kgclue/ (have: {', '.join(splits)})")
-  for name, run in config.decode.runs.items():
-    if len(run) != 4 or not isinstance(run[0], int) or run[0] < 1:
-      raise ConfigError(f"config key 'decode.runs.{name}': expected (beam size >= 1, constrained, "
-                        f"lookahead, distractors), got {run!r}")
-    if run[2] and not run[1]:
-      raise ConfigError(f"config key 'decode.runs.{name}': the look-ahead rule needs constrained decoding")
+  kbqa.decode_runs(config.decode)
 
 
 def run(config, workdir, writer) -> dict:
@@ -47,22 +42,17 @@ def run(config, workdir, writer) -> dict:
   split = config.data.eval_split
   if config.data.eval_limit:
     data.splits[split] = data.splits[split][:config.data.eval_limit]
-  golds = kbqa.gold_objects(data, split)
   base_size = {"facts": len(data.base), "real_facts": data.base.num_real,
                "distractors": len(data.base) - data.base.num_real, "vocab_size": data.tokenizer.vocab_size}
   rows = {}
-  for name, (beam, constrained, lookahead, distractors) in config.decode.runs.items():
+  for name, spec in kbqa.decode_runs(config.decode).items():
     with timing.Stopwatch() as watch:
-      objects, facts = kbqa.predict(model, result.params, data, split, beam_size=beam, constrained=constrained,
-                                    lookahead=lookahead, distractors=distractors,
-                                    batch_size=config.decode.batch_size)
-    row = kbqa.score_answers(objects, golds)
-    row.update(beam=beam, constrained=constrained, lookahead=lookahead, distractors=distractors,
-               fact_rate=float(np.mean([f is not None for f in facts])),
-               seconds=watch.seconds, examples=len(golds))
+      row = kbqa.evaluate_run(model, result.params, data, split, spec, batch_size=config.decode.batch_size)
+    row.update(seconds=watch.seconds)
     rows[name] = row
     writer.write(result.step, f"decode/{name}", row)
-    print(f"{name}: EM {row['em']:.4f} F1 {row['f1']:.4f} facts {row['fact_rate']:.3f} ({watch.seconds:.0f} s)",
+    print(f"{name}: EM {row['em']:.4f} F1 {row['f1']:.4f} facts {row['fact_rate']:.3f} "
+          f"unfinished {row['unfinished']} cut {row['cut']} ({watch.seconds:.0f} s)",
           flush=True)
   metrics.save_figure(_figure(rows), workdir, "kgclue")
   return {"order": data.order, "eval_split": split, "base": base_size, "train_steps": result.step,
@@ -82,7 +72,8 @@ def summary(results) -> list[str]:
   look = [n for n in rows if rows[n]["lookahead"]]
   for n in look[:1]:
     plain = next((m for m in rows if rows[m]["constrained"] and not rows[m]["lookahead"]
-                  and rows[m]["beam"] == rows[n]["beam"] and rows[m]["distractors"] == rows[n]["distractors"]), None)
+                  and rows[m]["beam"] == rows[n]["beam"] and rows[m]["distractors"] == rows[n]["distractors"]
+                  and rows[m].get("renormalise") == rows[n].get("renormalise")), None)
     if plain:
       lines.append(f"look-ahead (note: ~+4 points): F1 {rows[plain]['f1']:.3f} -> {rows[n]['f1']:.3f}, "
                    f"EM {rows[plain]['em']:.3f} -> {rows[n]['em']:.3f}")

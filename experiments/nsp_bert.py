@@ -61,8 +61,10 @@ def validate(config) -> None:
                           f"(not a bert_pretrain workdir)")
   elif not config.model.checkpoint:
     bert_pretrain.vocab_path(d.data_dir or None, d.vocab_path)
-  if config.model.max_length < 8:
-    raise ConfigError(f"config key 'model.max_length': expected at least 8, got {config.model.max_length!r}")
+  if config.model.max_length != 0 and config.model.max_length < 8:
+    raise ConfigError(f"config key 'model.max_length': expected 0 (the released scripts') or at least 8, "
+                      f"got {config.model.max_length!r}")
+  nsp_bert.check_protocol(config.get("protocol"))
   config_lib.check_positive_int(config, "eval.batch_pairs")
   if not isinstance(d.eval_limit, int) or d.eval_limit < 0:
     raise ConfigError(f"config key 'data.eval_limit': expected an integer >= 0, got {d.eval_limit!r}")
@@ -97,7 +99,8 @@ def run(config, workdir, writer) -> dict:
   data_dir = d.data_dir or None
   cfg, variables, vocab, source = load_model(config)
   tokenizer = wordpiece.load_tokenizer(vocab, lowercase=config.model.lowercase)
-  max_length = min(config.model.max_length, cfg.max_position_embeddings)
+  protocol = nsp_bert.check_protocol(config.get("protocol"))
+  max_length = config.model.max_length or "released"
   log_prob = nsp_bert.bert_log_prob_fn(bert.BertForPreTraining(cfg))
   variables = jax.device_put(variables)
   print(f"model: {source}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}; max_length {max_length}",
@@ -111,16 +114,17 @@ def run(config, workdir, writer) -> dict:
       threshold_records = (eval_records if d.threshold_split == d.eval_split else
                            _limit(data.load_fewclue(task, d.threshold_split, data_dir), d.eval_limit))
     names = nsp_bert.label_texts(task, data_dir, tuple(dict.fromkeys([d.eval_split, "train_few_all", "dev_few_all"]))
-                            if task == "iflytek" else (d.eval_split,))
-    scorer = nsp_bert.make_scorer(log_prob, variables, tokenizer, max_length, config.eval.batch_pairs, desc=task)
+                                 if task == "iflytek" else (d.eval_split,), protocol["tnews_labels"])
+    length = nsp_bert.task_max_length(task, config.model.max_length, cfg.max_position_embeddings)
+    scorer = nsp_bert.make_scorer(log_prob, variables, tokenizer, length, config.eval.batch_pairs, desc=task)
     with timing.Stopwatch() as watch:
-      result = nsp_bert.zero_shot_task(task, scorer, eval_records, names, threshold_records, max_length,
-                                  d.eval_split, d.threshold_split)
+      result = nsp_bert.zero_shot_task(task, scorer, eval_records, names, threshold_records, length,
+                                       d.eval_split, d.threshold_split, protocol)
     separate = threshold_records is not None and threshold_records is not eval_records
     scored = len(eval_records) + (len(threshold_records) if separate else 0)
     row = {"accuracy": result.accuracy, **nsp_bert.baselines(task, result.labels, result.candidates),
            "paper_bert_base": nsp_bert.PAPER_BERT_BASE[task] / 100, "mapping": result.mapping,
-           "examples": len(eval_records), "candidates": result.candidates,
+           "examples": len(eval_records), "candidates": result.candidates, "max_length": length,
            # How often the most-predicted label is predicted: 1 / C for a balanced predictor,
            # 1.0 for one that always picks the same candidate (a prompt bias).
            "top_prediction_share": float(np.bincount(result.predictions).max() / len(result.predictions)),
@@ -139,7 +143,7 @@ def run(config, workdir, writer) -> dict:
   metrics.save_figure(_figure(rows), workdir, "nsp_bert")
   return {"model": {**source, "layers": cfg.num_hidden_layers, "hidden_size": cfg.hidden_size,
                     "max_length": max_length},
-          "eval_split": d.eval_split, "threshold_split": d.threshold_split, "tasks": rows,
+          "protocol": protocol, "eval_split": d.eval_split, "threshold_split": d.threshold_split, "tasks": rows,
           "average": {**average, "tasks": len(rows)}}
 
 

@@ -32,9 +32,9 @@ def main():
 
   config = config_lib.load_config_file("configs/kgclue.py")
   data = kbqa.load_data(config)
-  model = kbqa.make_model(config, data.tokenizer.vocab_size)
+  model = kbqa.make_model(config, data.tokenizer.vocab_size, data.max_target_length)
   source = jnp.asarray(data.arrays(config.data.eval_split, config.data.max_source_length,
-                                   config.data.max_target_length)["source"][:args.batch])
+                                   data.max_target_length)["source"][:args.batch])
   if args.workdir:
     params = analysis.load_run(args.workdir).restore(name="seq2seq")
   else:
@@ -56,7 +56,7 @@ def main():
   for _ in range(3):
     for name, (use_trie, lookahead) in settings.items():
       times[name].extend(timed(use_trie, lookahead).times)
-  steps = config.data.max_target_length
+  steps = data.max_target_length
   base = statistics.median(times["unconstrained"])
   print(f"{jax.devices()[0].device_kind}: batch {args.batch} x beam {args.beam}, {steps} steps, "
         f"vocab {tok.vocab_size}, base {len(data.base)} facts (trie {trie_lib.TrieArrays(*map(jax.device_get, trie)).num_nodes} nodes)")

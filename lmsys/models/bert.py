@@ -195,13 +195,18 @@ class BertEmbeddings(nn.Module):
     self.layer_norm = _layer_norm(cfg, "layer_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-  def __call__(self, input_ids, token_type_ids, deterministic=True):
+  def __call__(self, input_ids, token_type_ids, deterministic=True, position_ids=None):
+    """input_ids, token_type_ids: int [B, L]; position_ids: int [B, L] or [L] (None: 0 .. L - 1,
+    as Hugging Face's BertEmbeddings). Position ids must lie below max_position_embeddings
+    (they are traced values: not checked here)."""
     length = input_ids.shape[1]
     if length > self.config.max_position_embeddings:
       raise ConfigError(f"sequence length {length} > the model's max_position_embeddings "
                         f"{self.config.max_position_embeddings}")
+    if position_ids is None:
+      position_ids = jnp.arange(length)[None]
     x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-         + self.position_embeddings(jnp.arange(length))[None])
+         + self.position_embeddings(jnp.asarray(position_ids)))
     return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
   def attend(self, x):
@@ -229,8 +234,10 @@ class BertForPreTraining(nn.Module):
   """BERT + MLM head + NSP head: (mlm_logits, nsp_logits), both float32.
 
   input_ids, token_type_ids, attention_mask: int [B, L] (mask 1 = real token,
-  0 = padding; None means no padding). mlm_positions [B, P] (optional): the MLM
-  head runs at those positions only, giving [B, P, V] instead of [B, L, V]
+  0 = padding; None means no padding). position_ids: int [B, L] (optional; None
+  means 0 .. L - 1, as Hugging Face's BertModel; NSP-BERT's ChID puts the candidate
+  at the positions of the blank). mlm_positions [B, P] (optional): the MLM head
+  runs at those positions only, giving [B, P, V] instead of [B, L, V]
   (pretraining scores only the masked positions, and V is large).
   nsp_logits[:, 0] is IsNext (Hugging Face's convention: label 0 = B follows A).
   """
@@ -238,13 +245,13 @@ class BertForPreTraining(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, attention_mask, *, deterministic=True,
-               mlm_positions=None):
+               mlm_positions=None, position_ids=None):
     cfg = self.config
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     mask = None if attention_mask is None else attention_mask.astype(bool)
     embeddings = BertEmbeddings(cfg, name="embeddings")
-    x = embeddings(input_ids, token_type_ids, deterministic)
+    x = embeddings(input_ids, token_type_ids, deterministic, position_ids)
     # static_argnums counts the module as 0: `deterministic` (a Python bool) stays static.
     layer_class = nn.remat(BertLayer, static_argnums=(3,)) if cfg.remat else BertLayer
     for i in range(cfg.num_hidden_layers):

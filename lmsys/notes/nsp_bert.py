@@ -1,32 +1,41 @@
 """Note 5 (kexue 8671; arXiv 2109.03564): NSP-BERT, zero-shot classification through Next
-Sentence Prediction, on the FewCLUE tasks.
+Sentence Prediction, on the FewCLUE tasks, as the paper's released code (github.com/sunyilgdx/NSP-BERT)
+runs them.
 
 Every example becomes text pairs `[CLS] first [SEP] second [SEP]` scored by one number, the
 NSP head's log P(IsNext). Two mappings from scores to labels:
 
 - candidates contrast (eprstmt, tnews, iflytek, csldcp, chid): one pair per candidate label
-  (its prompt, `TEMPLATES`, filled with the label's text from the data); the prediction is the
-  candidate whose pair has the highest P(IsNext). Single-sentence tasks put the prompt first
-  (`[CLS] prompt [SEP] text [SEP]`); ChID puts the candidate idiom after the text.
+  (its prompt, `TEMPLATES`, filled with the label's word); the prediction is the candidate
+  whose pair has the highest P(IsNext). Single-sentence tasks put the prompt first
+  (`[CLS] prompt [SEP] text [SEP]`, the released `IS_PRE` and last pattern of each task).
 - samples contrast (ocnli, bustm, csl, cluewsc): one pair per example, no label text. All
   examples of the threshold split (dev) are ranked by P(IsNext) and cut into C groups of
   N // C (the last group takes the remainder), lowest scores -> the first label of
-  `SAMPLE_LABELS[task]`, highest -> the last (e.g. ocnli: contradiction < neutral < entailment,
-  as in the paper's code). The C - 1 thresholds are the midpoints between neighbouring groups'
-  boundary scores on dev; any other evaluation split is labelled by those fixed thresholds
-  (dev itself by its rank cut, which the thresholds reproduce but for ties at a boundary).
+  `SAMPLE_LABELS[task]`, highest -> the last (ocnli: contradiction < neutral < entailment, the
+  released label ids). The threshold split itself is labelled by that rank cut; any other
+  split by C - 1 thresholds fixed on it: as released, threshold g is the highest score of group
+  g and a score at or above it moves up (`thresholds="released"`), or the midpoint between
+  neighbouring groups' boundary scores (`"midpoint"`, lmsys's earlier rule).
 
-Pairs, following the paper's code (github.com/sunyilgdx/NSP-BERT) where the note is silent:
+Pairs (first segment + second segment), as the released scripts build them:
   eprstmt  [这次买的东西很差 | 这次买的东西很好] + review
-  tnews    这是一则{label_zh}新闻 + headline            (names: tnews/label_index2en2zh.json)
-  iflytek  这是一款{label_des}类软件 + description      (names: the records' label_des)
-  csldcp   这是一篇{label}类论文 + abstract              (names: csldcp/labels_all.txt)
-  chid     content (blank removed, cropped around it) + candidate idiom (the idiom is the
-           "label text"; the paper puts it first with position ids at the blank, which a
-           plain BERT call cannot take: the note puts it after the text)
+  tnews    这是一则{word}新闻 + headline   (words: the classification code's list, 证券 for
+           news_stock and 民生 for news_story; tnews_labels="file": the label file's 股票, 故事)
+  iflytek  这是一款{label_des}类软件 + description      (the records' label_des = the code's list)
+  csldcp   这是一篇{label}类论文 + abstract              (csldcp/labels_all.txt)
+  chid     candidate idiom + content without the blank, the idiom given the position ids of
+           the blank ("soft positions", `soft_position_ids`); chid="text_first": content +
+           idiom with plain positions (the note's order)
   csl      abstract + keywords joined by ","
-  cluewsc  text + 上文中{pronoun}是指 + candidate referent  (the paper's second pattern, text first)
-  ocnli, bustm  sentence2 + sentence1 (the paper's order for these two)
+  cluewsc  span1 (the candidate referent) + text 上文中{pronoun}是指 (pattern 1, is_pre=True);
+           cluewsc_order="text_first": the two swapped
+  ocnli, bustm  sentence2 + sentence1
+Lengths: the released classification and sentence-pair scripts read 256 tokens a pair, the
+cloze (chid) and coreference (cluewsc) scripts 128 (`RELEASED_MAX_LENGTH`); the paper used 128;
+never more than the model's positions. Texts longer than the window are cropped by characters
+so that the ChID blank's context and the CLUEWSC pattern survive; the rest is WordPiece's
+longest-first truncation.
 
 Scoring is model-free here: `zero_shot_task` takes any `scorer(pairs [N][K]) -> [N, K]`.
 `make_scorer` builds the BERT one: every candidate of a batch of examples in one jitted call,
@@ -61,10 +70,43 @@ SAMPLE_LABELS = {"ocnli": ("contradiction", "neutral", "entailment"), "bustm": (
                  "csl": ("0", "1"), "cluewsc": ("false", "true")}
 CHID_BLANK = "#idiom#"
 
+# The released classification code's TNEWS words, by the label file's label_desc (utils.py of
+# sunyilgdx/NSP-BERT lists them for its relabelled copy of the task, story last).
+TNEWS_RELEASED_WORDS = {"news_culture": "文化", "news_entertainment": "娱乐", "news_sports": "体育",
+                        "news_finance": "财经", "news_house": "房产", "news_car": "汽车", "news_edu": "教育",
+                        "news_tech": "科技", "news_military": "军事", "news_travel": "旅游", "news_world": "国际",
+                        "news_stock": "证券", "news_agriculture": "农业", "news_game": "电竞", "news_story": "民生"}
+# Tokens a pair in the released scripts (classification and sentence pairs: 256; cloze and
+# coreference: 128, the paper's length for every task).
+RELEASED_MAX_LENGTH = {"eprstmt": 256, "tnews": 256, "iflytek": 256, "csldcp": 256, "bustm": 256, "ocnli": 256,
+                       "csl": 256, "chid": 128, "cluewsc": 128}
+# Protocol choices: the first of each is the released code's (the default).
+PROTOCOL_CHOICES = {"tnews_labels": ("released", "file"), "cluewsc_order": ("span_first", "text_first"),
+                    "chid": ("soft_positions", "text_first"), "thresholds": ("released", "midpoint")}
+
 # The paper's zero-shot accuracy (%) with a BERT-base (FewCLUE; the note's table).
 PAPER_BERT_BASE = {"eprstmt": 86.9, "csldcp": 47.6, "tnews": 51.0, "iflytek": 41.6, "ocnli": 37.4,
                    "bustm": 63.4, "csl": 64.4, "chid": 52.0, "cluewsc": 59.4}
 PAPER_AVERAGE = 55.96
+
+
+def check_protocol(protocol) -> dict:
+  """The protocol choices of config section `protocol` (a mapping), completed with the released
+  defaults; ConfigError naming the key on an unknown choice."""
+  out = {key: choices[0] for key, choices in PROTOCOL_CHOICES.items()}
+  for key, value in dict(protocol or {}).items():
+    if key not in PROTOCOL_CHOICES:
+      raise ConfigError(f"config key 'protocol.{key}': unknown (known: {', '.join(PROTOCOL_CHOICES)})")
+    if value not in PROTOCOL_CHOICES[key]:
+      raise ConfigError(f"config key 'protocol.{key}': {value!r} is not one of {', '.join(PROTOCOL_CHOICES[key])}")
+    out[key] = value
+  return out
+
+
+def task_max_length(task: str, max_length: int, model_positions: int) -> int:
+  """Tokens a pair for `task`: max_length, or the released script's length where it is 0, never
+  more than the model's positions."""
+  return min(max_length or RELEASED_MAX_LENGTH[task], model_positions)
 
 
 def mapping(task: str) -> str:
@@ -82,16 +124,24 @@ def needed_files(task: str) -> list[str]:
   return {"tnews": ["label_index2en2zh.json"], "csldcp": ["labels_all.txt"]}.get(task, [])
 
 
-def label_texts(task: str, data_dir: str | None, splits: Sequence[str]) -> dict[str, str]:
+def label_texts(task: str, data_dir: str | None, splits: Sequence[str],
+                tnews_labels: str = "released") -> dict[str, str]:
   """{label as in the records: the text the prompt shows} for a candidates-contrast task, in
   the fixed label order of `lmsys.data.fewclue_label_names` (chid has none: its candidates
-  are per example)."""
+  are per example). tnews_labels: "released" (`TNEWS_RELEASED_WORDS`, by label_desc) or
+  "file" (the label file's label_zh)."""
   if task == "eprstmt":
     return dict(EPRSTMT_PROMPTS)
   directory = data.fewclue_dir(task, data_dir)
   if task == "tnews":
-    rows = data.read_json_lines(os.path.join(directory, "label_index2en2zh.json"))
-    return {str(r["label"]): r["label_zh"] for r in rows}
+    path = os.path.join(directory, "label_index2en2zh.json")
+    rows = data.read_json_lines(path)
+    if tnews_labels == "file":
+      return {str(r["label"]): r["label_zh"] for r in rows}
+    unknown = [r.get("label_desc") for r in rows if r.get("label_desc") not in TNEWS_RELEASED_WORDS]
+    if unknown:
+      raise ConfigError(f"{path}: label_desc {unknown[0]!r} has no word in the released code's list")
+    return {str(r["label"]): TNEWS_RELEASED_WORDS[r["label_desc"]] for r in rows}
   if task == "csldcp":
     return {name: name for name in data.fewclue_label_names(task, data_dir)}
   if task == "iflytek":  # no label file: the names are the records' label_des
@@ -116,22 +166,44 @@ def _label(task: str, record: dict, index: int, split: str) -> str:
 
 # ---------------------------------------------------------------- pairs
 
-def _crop_around(text: str, start: int, budget: int) -> str:
-  """At most `budget` characters of `text` centred on position `start`."""
+def _crop_around(text: str, start: int, budget: int) -> tuple[str, int]:
+  """(at most `budget` characters of `text` centred on position `start`, the window's offset)."""
   if len(text) <= budget:
-    return text
+    return text, 0
   lo = min(max(0, start - budget // 2), len(text) - budget)
-  return text[lo:lo + budget]
+  return text[lo:lo + budget], lo
+
+
+def soft_position_ids(num_first: int, num_before: int, num_after: int) -> list[int]:
+  """Position ids of `[CLS] candidate [SEP] before after [SEP]` for NSP-BERT's ChID, as the
+  released cloze code (is_pre, is_soft_pos): the text is read as `[CLS] [SEP] before candidate
+  after [SEP]`, so the candidate sits at the positions of the blank it fills.
+
+  Args:
+    num_first: tokens of the candidate; num_before / num_after: tokens of the text before and
+      after the blank.
+  Returns:
+    one id a token, [CLS] first: [0, candidate 2 + num_before .., 1, before 2 .., after
+    2 + num_before + num_first .., the last id + 1].
+  """
+  ids = [0] + [2 + num_before + j for j in range(num_first)] + [1]
+  ids += [ids[-1] + j + 1 for j in range(num_before)]
+  ids += [ids[-1] + num_first + j + 1 for j in range(num_after)]
+  return ids + [ids[-1] + 1]
 
 
 def build_pairs(task: str, records: list[dict], names: dict[str, str] | None = None,
-                max_length: int = 128, split: str = "") -> tuple[list[list[tuple[str, str]]], np.ndarray]:
-  """(pairs [N][K] of (first, second) texts, labels int [N]) for `task`.
+                max_length: int = 128, split: str = "", cluewsc_order: str = "span_first",
+                chid: str = "soft_positions") -> tuple[list[list[tuple]], np.ndarray]:
+  """(pairs [N][K], labels int [N]) for `task`; a pair is (first, second) texts, or for ChID
+  with soft positions (first, second, blank): `blank` is the character offset in `second`
+  where `first` belongs (`soft_position_ids`).
 
   Candidates contrast: K candidates per example, label = the index of the true one among
   them; samples contrast: K = 1, label = the index in SAMPLE_LABELS[task]. `names` is
   `label_texts(...)` for the label-set tasks. `max_length` (tokens) only guides the character
   crops that keep the blank (chid) and the pattern (cluewsc) inside the model's window.
+  cluewsc_order and chid: `PROTOCOL_CHOICES` (the released code's by default).
   """
   pairs, labels = [], []
   if task in ("eprstmt", "tnews", "iflytek", "csldcp"):
@@ -153,8 +225,12 @@ def build_pairs(task: str, records: list[dict], names: dict[str, str] | None = N
       if CHID_BLANK not in content or not candidates:
         raise ConfigError(f"fewclue/chid/{split}.json, record {i + 1}: no {CHID_BLANK} blank or no candidates")
       budget = max(8, max_length - 3 - max(len(c) for c in candidates))
-      text = _crop_around(content.replace(CHID_BLANK, ""), content.index(CHID_BLANK), budget)
-      pairs.append([(text, candidate) for candidate in candidates])
+      blank = content.index(CHID_BLANK)
+      text, lo = _crop_around(content.replace(CHID_BLANK, ""), blank, budget)
+      if chid == "soft_positions":
+        pairs.append([(candidate, text, blank - lo) for candidate in candidates])
+      else:
+        pairs.append([(text, candidate) for candidate in candidates])
       labels.append(int(_label(task, r, i, split)))
   elif task in SAMPLE_TASKS:
     order = {label: k for k, label in enumerate(SAMPLE_LABELS[task])}
@@ -167,7 +243,8 @@ def build_pairs(task: str, records: list[dict], names: dict[str, str] | None = N
         target = r["target"]
         pattern = CLUEWSC_PATTERN.format(target["span2_text"])
         budget = max(8, max_length - 3 - len(target["span1_text"]) - len(pattern))
-        pair = (r["text"][-budget:] + pattern, target["span1_text"])
+        text = r["text"][-budget:] + pattern
+        pair = (target["span1_text"], text) if cluewsc_order == "span_first" else (text, target["span1_text"])
       pairs.append([pair])
       label = _label(task, r, i, split)
       if label not in order:
@@ -201,19 +278,28 @@ def rank_cut(scores: np.ndarray, num_labels: int) -> np.ndarray:
   return predictions
 
 
-def fit_thresholds(scores: np.ndarray, num_labels: int) -> np.ndarray:
-  """The C - 1 thresholds of the rank cut of `scores` (dev): midpoints between the highest
-  score of group g and the lowest of group g + 1."""
+def fit_thresholds(scores: np.ndarray, num_labels: int, rule: str = "released") -> np.ndarray:
+  """The C - 1 thresholds of the rank cut of `scores` (dev) for `apply_thresholds`.
+
+  rule "released": threshold g is the highest score of group g (the released sentence-pair
+  and coreference code; a score equal to it is labelled g + 1); "midpoint": halfway between
+  the highest score of group g and the lowest of group g + 1.
+  """
   scores = np.sort(np.asarray(scores, np.float64).reshape(-1))
   size = len(scores) // num_labels
   if size < 1:
     raise ConfigError(f"samples contrast: {len(scores)} threshold examples cannot make {num_labels} groups")
   cuts = np.arange(1, num_labels) * size
-  return (scores[cuts - 1] + scores[cuts]) / 2
+  if rule == "released":
+    return scores[cuts - 1]
+  if rule == "midpoint":
+    return (scores[cuts - 1] + scores[cuts]) / 2
+  raise ConfigError(f"threshold rule {rule!r} unknown (known: released, midpoint)")
 
 
 def apply_thresholds(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-  """Label = the number of thresholds at or below the score (0 .. C - 1)."""
+  """Label = the number of thresholds at or below the score (0 .. C - 1): a score moves past a
+  threshold it equals, as the released code's `if logit < threshold: break` loop."""
   return np.searchsorted(np.asarray(thresholds), np.asarray(scores).reshape(-1), side="right")
 
 
@@ -233,14 +319,18 @@ class TaskResult:
 
 def zero_shot_task(task: str, scorer: Callable, eval_records: list[dict], names: dict | None = None,
                    threshold_records: list[dict] | None = None, max_length: int = 128,
-                   eval_split: str = "", threshold_split: str = "") -> TaskResult:
+                   eval_split: str = "", threshold_split: str = "", protocol: dict | None = None) -> TaskResult:
   """Zero-shot predictions and accuracy of `task` on `eval_records`.
 
   `scorer(pairs [N][K]) -> float [N, K]` is log P(IsNext) (any monotone score works). Samples
   contrast fixes its thresholds on `threshold_records` (dev; the same list may be passed as
-  both, and is then scored once).
+  both, and is then scored once). `protocol`: `check_protocol`'s choices (None: the released
+  code's).
   """
-  pairs, labels = build_pairs(task, eval_records, names, max_length, eval_split)
+  protocol = check_protocol(protocol)
+  build = lambda records, names, split: build_pairs(task, records, names, max_length, split,
+                                                   protocol["cluewsc_order"], protocol["chid"])
+  pairs, labels = build(eval_records, names, eval_split)
   scores = np.asarray(scorer(pairs))
   if mapping(task) == "candidates":
     predictions = candidates_predict(scores)
@@ -250,9 +340,9 @@ def zero_shot_task(task: str, scorer: Callable, eval_records: list[dict], names:
   if threshold_records is None or threshold_records is eval_records:
     dev_scores, dev_labels = scores, labels
   else:
-    dev_pairs, dev_labels = build_pairs(task, threshold_records, None, max_length, threshold_split)
+    dev_pairs, dev_labels = build(threshold_records, None, threshold_split)
     dev_scores = np.asarray(scorer(dev_pairs))
-  thresholds = fit_thresholds(dev_scores, num_labels)
+  thresholds = fit_thresholds(dev_scores, num_labels, protocol["thresholds"])
   dev_predictions = rank_cut(dev_scores, num_labels)
   dev_accuracy = float(np.mean(dev_predictions == dev_labels))
   # On the threshold split itself the rank cut is the prediction (as the paper's dev numbers;
@@ -272,22 +362,43 @@ def baselines(task: str, labels: np.ndarray, candidates: int) -> dict[str, float
 
 # ---------------------------------------------------------------- the BERT scorer
 
+def encode_for_scoring(tokenizer, pairs: list[tuple], max_length: int) -> dict[str, np.ndarray]:
+  """WordPiece arrays of a flat list of pairs (`build_pairs`' tuples): input_ids,
+  token_type_ids, attention_mask int32 [P, max_length], plus position_ids where some pair has a
+  blank (its `soft_position_ids`; 0 .. L - 1 for the others, 0 on padding)."""
+  from lmsys.data import wordpiece  # pylint: disable=g-import-not-at-top
+  enc = wordpiece.encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], max_length)
+  blanks = [p[2] if len(p) > 2 else None for p in pairs]
+  if all(b is None for b in blanks):
+    return enc
+  positions = np.broadcast_to(np.arange(max_length, dtype=np.int32), enc["input_ids"].shape).copy()
+  soft = [i for i, b in enumerate(blanks) if b is not None]
+  before = tokenizer.encode_batch([pairs[i][1][:blanks[i]] for i in soft], add_special_tokens=False)
+  for i, encoding in zip(soft, before):
+    real = enc["attention_mask"][i].astype(bool)
+    num_first = int((real & (enc["token_type_ids"][i] == 0)).sum()) - 2        # [CLS] first [SEP]
+    num_second = int((real & (enc["token_type_ids"][i] == 1)).sum()) - 1       # second [SEP]
+    num_before = min(int(sum(encoding.attention_mask)), num_second)
+    ids = soft_position_ids(num_first, num_before, num_second - num_before)
+    positions[i, :len(ids)] = ids
+    positions[i, len(ids):] = 0
+  enc["position_ids"] = positions
+  return enc
+
+
 def make_scorer(log_prob_fn: Callable, params, tokenizer, max_length: int = 128, batch_pairs: int = 256,
                 desc: str = "nsp", progress: bool | None = None) -> Callable:
   """pairs [N][K] -> log P(IsNext) float32 [N, K] from a BERT.
 
-  `log_prob_fn(params, input_ids, token_type_ids, attention_mask) -> [rows]` (jitted by the
-  caller). Each call scores max(1, batch_pairs // K) examples with all their K candidates;
-  the last batch is padded (map_batches), so each task compiles once. The sequence length is
-  the longest encoded pair of the task, rounded up to 16, at most max_length.
+  `log_prob_fn(params, input_ids, token_type_ids, attention_mask[, position_ids]) -> [rows]`
+  (jitted by the caller; position_ids only for pairs with a blank, `encode_for_scoring`).
+  Each call scores max(1, batch_pairs // K) examples with all their K candidates; the last
+  batch is padded (map_batches), so each task compiles once. The sequence length is the
+  longest encoded pair of the task, rounded up to 16, at most max_length.
   """
-  from lmsys.data import wordpiece  # pylint: disable=g-import-not-at-top
-
   def scorer(pairs):
     num, k = len(pairs), len(pairs[0])
-    firsts = [a for example in pairs for a, _ in example]
-    seconds = [b for example in pairs for _, b in example]
-    enc = wordpiece.encode_pairs(tokenizer, firsts, seconds, max_length)
+    enc = encode_for_scoring(tokenizer, [p for example in pairs for p in example], max_length)
     used = int(enc["attention_mask"].sum(1).max())
     length = min(max_length, -(-used // 16) * 16)
     arrays = {key: np.asarray(v)[:, :length].reshape(num, k, length) for key, v in enc.items()}
@@ -296,7 +407,8 @@ def make_scorer(log_prob_fn: Callable, params, tokenizer, max_length: int = 128,
     with tqdm(total=num, desc=desc, unit="ex", disable=not show, dynamic_ncols=True) as bar:
       def score_batch(batch, offset):
         flat = {key: v.reshape(-1, length) for key, v in batch.items()}
-        out = log_prob_fn(params, flat["input_ids"], flat["token_type_ids"], flat["attention_mask"])
+        extra = {"position_ids": flat["position_ids"]} if "position_ids" in flat else {}
+        out = log_prob_fn(params, flat["input_ids"], flat["token_type_ids"], flat["attention_mask"], **extra)
         bar.update(min(per_call, num - offset))
         return {"score": np.asarray(out, np.float32).reshape(-1, k)}
       return data.map_batches(score_batch, arrays, min(per_call, num))["score"]
@@ -305,13 +417,14 @@ def make_scorer(log_prob_fn: Callable, params, tokenizer, max_length: int = 128,
 
 
 def bert_log_prob_fn(model) -> Callable:
-  """A jitted (params, ids, types, mask) -> log P(IsNext) [rows] for a BertForPreTraining.
-  Only the NSP output is returned, so XLA drops the unused MLM head."""
+  """A jitted (params, ids, types, mask, position_ids=None) -> log P(IsNext) [rows] for a
+  BertForPreTraining. Only the NSP output is returned, so XLA drops the unused MLM head."""
   import jax  # pylint: disable=g-import-not-at-top
   from lmsys.models import bert  # pylint: disable=g-import-not-at-top
 
   @jax.jit
-  def log_prob(params, input_ids, token_type_ids, attention_mask):
-    _, nsp_logits = model.apply(params, input_ids, token_type_ids, attention_mask, deterministic=True)
+  def log_prob(params, input_ids, token_type_ids, attention_mask, position_ids=None):
+    _, nsp_logits = model.apply(params, input_ids, token_type_ids, attention_mask, deterministic=True,
+                                position_ids=position_ids)
     return bert.is_next_log_prob(nsp_logits)
   return log_prob

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from lmsys import trainer
+from lmsys.config import ConfigError
 from lmsys.data import kgclue
 from lmsys.nn import decoding
 from lmsys.nn import trie as trie_lib
@@ -74,16 +75,31 @@ def lcs_length(a: str, b: str) -> int:
   return int(row[-1])
 
 
+def normalize_answer(text: str) -> str:
+  """KgCLUE's official normalisation before EM / F1: lower-cased, whitespace runs collapsed to
+  one space, none at either end."""
+  return " ".join(text.lower().split())
+
+
 def f1_score(prediction: str, gold: str) -> float:
-  """KgCLUE's F1: 2 LCS / (len a + len b) (1.0 when both are empty)."""
+  """KgCLUE's F1 of two normalised answers: 2 LCS / (len a + len b), 0 when both are empty
+  (as the official script, which scores an empty pair 0 for F1 and 1 for EM)."""
   if not prediction and not gold:
-    return 1.0
+    return 0.0
   return 2.0 * lcs_length(prediction, gold) / (len(prediction) + len(gold))
 
 
 def score_answers(predictions: list[str], golds: list[str]) -> dict[str, float]:
-  em = float(np.mean([p == g for p, g in zip(predictions, golds)]))
-  f1 = float(np.mean([f1_score(p, g) for p, g in zip(predictions, golds)]))
+  """EM and F1 on the answers after `normalize_answer`, and their mean (the official EMF1).
+
+  Args:
+    predictions, golds: the predicted and the gold objects O, one a question.
+  Returns:
+    {"em", "f1", "mean"} as fractions in [0, 1].
+  """
+  pairs = [(normalize_answer(p), normalize_answer(g)) for p, g in zip(predictions, golds)]
+  em = float(np.mean([p == g for p, g in pairs]))
+  f1 = float(np.mean([f1_score(p, g) for p, g in pairs]))
   return {"em": em, "f1": f1, "mean": (em + f1) / 2}
 
 
@@ -95,6 +111,7 @@ class KbqaData:
   base: kgclue.KgBase                 # with distractors
   splits: dict[str, list[kgclue.Example]]
   order: str
+  max_target_length: int = 0          # decoding steps: covers every target of the base (`load_data`)
 
   def arrays(self, split: str, max_source: int, max_target: int) -> dict[str, np.ndarray]:
     """{'source': [N, max_source], 'target': [N, max_target]} ids, padded with 0, truncated."""
@@ -108,6 +125,11 @@ class KbqaData:
         t = self.tokenizer.encode_target(ex.fact, self.order)[:max_target]
         target[i, :len(t)] = t
     return {"source": source, "target": target}
+
+  def longest_target(self, split: str | None = None) -> int:
+    """Tokens of the longest target of the base (split=None) or of the examples of `split`."""
+    facts = self.base.facts if split is None else [ex.fact for ex in self.splits[split] if ex.fact is not None]
+    return max((len(self.tokenizer.encode_target(f, self.order)) for f in facts), default=1)
 
   def trie(self, distractors: bool) -> trie_lib.TrieArrays:
     return build_base_trie(self.facts_base(distractors), self.tokenizer, self.order)
@@ -143,15 +165,22 @@ def load_data(config) -> KbqaData:
   bert = kgclue.load_tokenizer(directory, d.vocab_path or None)
   texts = [ex.question for exs in splits.values() for ex in exs]
   texts += [t for f in base.facts for t in (f.subject, f.predicate, f.sense, f.object)]
-  return KbqaData(compact_tokenizer(texts, bert), base, splits, kgclue.check_order(d.order))
+  data = KbqaData(compact_tokenizer(texts, bert), base, splits, kgclue.check_order(d.order))
+  longest = data.longest_target()
+  if d.max_target_length and d.max_target_length < longest:
+    raise ConfigError(f"config key 'data.max_target_length': {d.max_target_length} is shorter than the longest "
+                      f"target of the base ({longest} tokens), which decoding could then never finish "
+                      f"(0 = the longest)")
+  data.max_target_length = d.max_target_length or longest
+  return data
 
 
 # ---------------------------------------------------------------- model and training
 
-def make_model(config, vocab_size: int) -> Seq2Seq:
+def make_model(config, vocab_size: int, max_target_length: int) -> Seq2Seq:
+  """The Seq2Seq of config.model; `max_target_length` (`KbqaData.max_target_length`) bounds decoding."""
   return Seq2Seq(TransformerConfig.from_config(config.model), vocab_size=vocab_size,
-                 max_source_length=config.data.max_source_length,
-                 max_target_length=config.data.max_target_length)
+                 max_source_length=config.data.max_source_length, max_target_length=max_target_length)
 
 
 def target_input(target, bos_id: int):
@@ -176,12 +205,17 @@ def make_loss_fn(model: Seq2Seq, bos_id: int):
 
 
 def train(config, workdir, writer, data: KbqaData):
-  """Trains the Seq2Seq on the training split with the shared trainer; (model, TrainResult)."""
+  """Trains the Seq2Seq on the training split with the shared trainer; (model, TrainResult).
+
+  Training batches are as wide as the longest training target (no target is cut; the wider
+  padding up to the model's decoding length would cost compute and change no loss: the
+  decoder is causal and padding is masked out of the loss)."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
-  model = make_model(config, data.tokenizer.vocab_size)
-  arrays = data.arrays(config.data.train_split, config.data.max_source_length, config.data.max_target_length)
+  model = make_model(config, data.tokenizer.vocab_size, data.max_target_length)
+  width = min(data.longest_target(config.data.train_split), data.max_target_length)
+  arrays = data.arrays(config.data.train_split, config.data.max_source_length, width)
   source0 = jnp.zeros((1, config.data.max_source_length), jnp.int32)
-  target0 = jnp.zeros((1, config.data.max_target_length), jnp.int32)
+  target0 = jnp.zeros((1, width), jnp.int32)
   result = trainer.train(
       config, workdir, writer,
       init_fn=lambda rng: model.init(rng, source0, target0)["params"],
@@ -249,51 +283,84 @@ def build_lookahead(trie: trie_lib.TrieArrays, tokens: np.ndarray, lengths: np.n
   return Lookahead(group_of_node, depth_of_node, members, tokens, path)
 
 
-def _lcs_through(question, sequences, depth):
-  """LCS with the question of each whole sequence and of its first `depth` tokens.
-  question [M, Lq], sequences [M, L] (0 = padding, skipped), depth [M] -> ([M], [M]).
+def _lcs_history(question, sequences):
+  """LCS of the question [M, Lq] with every prefix of each sequence [M, L] (0 = padding, skipped
+  in both): [M, L], entry i the LCS with the first i + 1 tokens.
 
   Bit-parallel (Hyyrö 2004) when Lq <= 32: the DP row is one uint32 whose set bits are the
   question positions not yet matched, so a token costs a few word operations instead of an
   O(Lq) row and a cummax; the look-ahead runs this on every beam's completions every step."""
   m, lq = question.shape
   if lq > 32:
-    def extend_rows(rows, column):
-      tok = column
+    def extend_rows(rows, tok):
       rows = jnp.where((tok != 0)[:, None], lcs_extend(rows, question, tok), rows)
       return rows, rows[:, -1]
-    rows0 = jnp.zeros((m, lq + 1), jnp.int32)
-    rows, per_position = jax.lax.scan(extend_rows, rows0, sequences.T)
-    full = rows[:, -1]
-  else:
-    bits = jnp.left_shift(jnp.uint32(1), jnp.arange(lq, dtype=jnp.uint32))
-    live_bits = jnp.sum(jnp.where(question != 0, bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+    _, history = jax.lax.scan(extend_rows, jnp.zeros((m, lq + 1), jnp.int32), sequences.T)
+    return history.T
+  bits = jnp.left_shift(jnp.uint32(1), jnp.arange(lq, dtype=jnp.uint32))
+  live_bits = jnp.sum(jnp.where(question != 0, bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
 
-    def extend_bits(v, tok):
-      match = jnp.sum(jnp.where(question == tok[:, None], bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
-      u = v & match & live_bits
-      new = (v + u) | (v - u)
-      v = jnp.where(tok != 0, new, v)
-      return v, v
+  def extend_bits(v, tok):
+    match = jnp.sum(jnp.where(question == tok[:, None], bits, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+    u = v & match & live_bits
+    new = (v + u) | (v - u)
+    v = jnp.where(tok != 0, new, v)
+    return v, v
 
-    v0 = jnp.full((m,), 0xFFFFFFFF, jnp.uint32)
-    v, history = jax.lax.scan(extend_bits, v0, sequences.T)            # history [L, M]
-    count = lambda x: lq - jax.lax.population_count(x | ~_low_mask(lq)).astype(jnp.int32) + (32 - lq)
-    full, per_position = count(v), count(history)
-  prefix = jnp.where(depth > 0, per_position[jnp.maximum(depth - 1, 0), jnp.arange(m)], 0)
-  return full, prefix
+  _, history = jax.lax.scan(extend_bits, jnp.full((m,), 0xFFFFFFFF, jnp.uint32), sequences.T)  # [L, M]
+  low = jnp.uint32((1 << lq) - 1) if lq < 32 else jnp.uint32(0xFFFFFFFF)
+  return (lq - jax.lax.population_count(history | ~low).astype(jnp.int32) + (32 - lq)).T
 
 
-def _low_mask(bits: int):
-  return jnp.uint32((1 << bits) - 1) if bits < 32 else jnp.uint32(0xFFFFFFFF)
+def lcs_with_encoded_question(question, sequences, lengths, sep_id: int):
+  """LCS(first n tokens of each sequence, [CLS] question [SEP]) for the n of `lengths`, as note
+  7's reference code measures the look-ahead: against the question as BERT encodes it.
+
+  [CLS] never occurs in a target, so it adds nothing; the final [SEP] adds one where the
+  sequence has a [SEP] after the tokens it matches: LCS(x, q [SEP]) = max(LCS(x, q),
+  1 + LCS(x[:j], q)), j the position of the last [SEP] of x (the LCS of a prefix only grows).
+
+  Args:
+    question: int [M, Lq], 0-padded, without [CLS] / [SEP].
+    sequences: int [M, L], 0-padded.
+    lengths: int [M], or a tuple of such arrays (one scan of the sequences serves them all).
+    sep_id: the [SEP] id.
+  Returns:
+    int32 [M] (a tuple of them for a tuple of lengths).
+  """
+  history = _lcs_history(question, sequences)
+  width = sequences.shape[1]
+  last_sep = jax.lax.cummax(jnp.where(sequences == sep_id, jnp.arange(width)[None, :], -1), axis=1)
+
+  def first(n, table):  # table[:, n - 1], 0 where n == 0
+    value = jnp.take_along_axis(table, jnp.clip(n - 1, 0, width - 1)[:, None], axis=1)[:, 0]
+    return jnp.where(n > 0, value, 0)
+
+  def at(n):
+    j = jnp.where(n > 0, first(n, last_sep), -1)
+    through_sep = jnp.where(j >= 0, 1 + first(j, history), 0)
+    return jnp.maximum(first(n, history), through_sep)
+
+  return tuple(at(n) for n in lengths) if isinstance(lengths, tuple) else at(lengths)
 
 
-def lookahead_bonus(args, cache, log_probs, nodes):
-  """The note's look-ahead rule, over all completions (kexue 8802 and its reference code): once
-  the subject is decoded, every allowed next token t gets the weight w(t) = 1 + max over the
-  base's completions c through t of [LCS(question, c) - LCS(question, decoded prefix)]
-  (1 where none), and p -> p^(1/w), renormalised over the allowed tokens (the reference code
-  reweights and then renormalises). Returns the additive change of log p, [B, K, V]."""
+def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
+  """The note's look-ahead rule, over all completions, as its reference code has it: once the
+  subject is decoded and more than one token is allowed, every allowed next token t gets the
+  weight w(t) = 1 + max over the base's completions c through t of [LCS(c, Q) - LCS(prefix, Q)]
+  (1 where none), Q the question encoded as `[CLS] q [SEP]` and c the fact's target without
+  its closing [SEP] (the reference's trie keys), and p -> p^(1/w). Returns the additive change
+  of the masked log p, [B, K, V]; beam search renormalises over the allowed tokens after it
+  (decode.renormalise, as the reference).
+
+  Args:
+    args: (question rows int [B*K, Lq], Lookahead tables).
+    cache: unused (the rule reads the trie, not the model).
+    log_probs: [B, K, V] masked log-softmax (NEG_INF off the trie).
+    nodes: [B*K] trie node of each hypothesis.
+    sep_id: the [SEP] id (ends the subject; the question's closing token).
+  """
+  del cache
   question_rows, la = args
   b, k, v = log_probs.shape
   alive_node = nodes >= 0
@@ -308,25 +375,28 @@ def lookahead_bonus(args, cache, log_probs, nodes):
       la.path[rows, jnp.clip(depth - 1, 0, width - 1)[:, None]] == node[:, None])
   next_token = jnp.where(depth[:, None] < width, la.tokens[rows, jnp.minimum(depth, width - 1)[:, None]], 0)
   r = members.shape[1]
-  full, prefix = _lcs_through(jnp.repeat(question_rows, r, 0), la.tokens[rows.reshape(-1)],
-                                   jnp.repeat(depth, r))
+  sequences = la.tokens[rows.reshape(-1)]
+  question = jnp.repeat(question_rows, r, 0)
+  key_length = (sequences != 0).sum(1) - 1                                    # without the closing [SEP]
+  full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
   gain = (full - prefix).reshape(b * k, r)
   weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
   weights = jnp.ones((b * k, v), jnp.float32).at[jnp.arange(b * k)[:, None], next_token].max(weight)
   lp = log_probs.reshape(b * k, v)
   live = lp > decoding.NEG_INF / 2
-  reweighted = jnp.where(live, lp / weights, decoding.NEG_INF)
-  renormalised = reweighted - jax.nn.logsumexp(reweighted, axis=-1, keepdims=True)
-  active = (group >= 0)[:, None] & live
-  return jnp.where(active, renormalised - lp, 0.0).reshape(b, k, v)
+  branching = live.sum(-1) > 1
+  active = ((group >= 0) & branching)[:, None] & live
+  return jnp.where(active, lp / weights - lp, 0.0).reshape(b, k, v)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "beam_size", "use_trie", "sep_id", "bos_id",
-                                             "early_stop"))
+                                             "renormalise", "length_penalty", "early_stop"))
 def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_size: int, use_trie: bool,
-                 sep_id: int, bos_id: int, early_stop: bool = True) -> decoding.BeamResult:
+                 sep_id: int, bos_id: int, renormalise: bool = True, length_penalty: float = 0.0,
+                 early_stop: bool = True) -> decoding.BeamResult:
   """Best-first beams of one batch of questions [B, Ls], jitted end to end; `lookahead`
-  (a `Lookahead` of the same trie, or None) turns the note's look-ahead rule on."""
+  (a `Lookahead` of the same trie, or None) turns the note's look-ahead rule on;
+  renormalise and length_penalty as `decoding.beam_search`."""
   batch = source.shape[0]
   encoded = model.apply({"params": params}, source, method=Seq2Seq.encode)
   enc_rows = jnp.repeat(encoded, beam_size, 0)
@@ -343,8 +413,10 @@ def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_s
                               max_length=model.max_target_length, vocab_size=model.vocab_size,
                               bos_id=bos_id, end_id=sep_id, end_count=3,
                               trie=trie if use_trie else None,
-                              bonus_fn=lookahead_bonus if lookahead is not None else None,
-                              bonus_args=(question_rows, lookahead), early_stop=early_stop)
+                              bonus_fn=(functools.partial(lookahead_bonus, sep_id=sep_id)
+                                        if lookahead is not None else None),
+                              bonus_args=(question_rows, lookahead), renormalise=renormalise,
+                              length_penalty=length_penalty, early_stop=early_stop)
 
 
 def device_constraint(data: KbqaData, distractors: bool, lookahead: bool):
@@ -355,10 +427,20 @@ def device_constraint(data: KbqaData, distractors: bool, lookahead: bool):
   return trie_lib.to_device(host_trie), (jax.tree.map(jnp.asarray, tables) if lookahead else None)
 
 
+class Predictions(NamedTuple):
+  """What `predict` decoded for each example of a split."""
+  objects: list[str]                      # the answer O ("" where no fact was decoded)
+  facts: list[kgclue.Fact | None]         # the decoded fact of the base, or None
+  finished: np.ndarray                    # bool [N]: the best hypothesis ended within max_target_length
+  cut: np.ndarray                         # bool [N]: the length limit stopped a hypothesis that could still rank
+
+
 def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constrained: bool,
-            lookahead: bool, distractors: bool = True, batch_size: int = 16):
-  """(objects, facts) predicted for every example of `split`: the decoded fact of the base
-  (a `kgclue.Fact`) and its object, or None and "" where the best hypothesis is not a fact."""
+            lookahead: bool, distractors: bool = True, renormalise: bool = True, length_penalty: float = 0.0,
+            batch_size: int = 16) -> Predictions:
+  """The decoded fact and answer of every example of `split` (`Predictions`): the best
+  hypothesis's fact of the base and its object, or None and "" where it is not a fact
+  (unconstrained output off the base, or a hypothesis that never ended)."""
   from lmsys import data as data_lib  # pylint: disable=g-import-not-at-top
   if lookahead and not constrained:
     raise ValueError("the look-ahead rule reads the trie: it needs constrained decoding")
@@ -369,8 +451,10 @@ def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constr
 
   def run(batch, _):
     result = decode_batch(model, params, jnp.asarray(batch["source"]), trie, tables, beam_size=beam_size,
-                          use_trie=constrained, sep_id=tok.sep_id, bos_id=tok.cls_id)
-    return {"best": np.asarray(result.sequences[:, 0]), "finished": np.asarray(result.finished[:, 0])}
+                          use_trie=constrained, sep_id=tok.sep_id, bos_id=tok.cls_id, renormalise=renormalise,
+                          length_penalty=length_penalty)
+    return {"best": np.asarray(result.sequences[:, 0]), "finished": np.asarray(result.finished[:, 0]),
+            "cut": np.asarray(result.cut)}
 
   out = data_lib.map_batches(run, {"source": arrays["source"]}, min(batch_size, len(arrays["source"])))
   index = data.target_index(distractors)
@@ -382,7 +466,60 @@ def predict(model, params, data: KbqaData, split: str, *, beam_size: int, constr
     fact = base.facts[found] if found is not None else None
     facts.append(fact)
     objects.append(fact.object if fact is not None else "")
-  return objects, facts
+  return Predictions(objects, facts, np.asarray(out["finished"], bool), np.asarray(out["cut"], bool))
+
+
+class DecodeRun(NamedTuple):
+  """One decoding setting of config key decode.runs (`decode_runs`)."""
+  beam: int
+  constrained: bool
+  lookahead: bool
+  distractors: bool
+  renormalise: bool
+  length_penalty: float
+
+
+def decode_runs(decode) -> dict[str, DecodeRun]:
+  """The decoding runs of config section `decode`: runs maps a name to (beam size, constrained,
+  lookahead, distractors) or (..., renormalise); renormalise defaults to decode.renormalise,
+  the length penalty is decode.length_penalty. ConfigError naming the key on a bad entry."""
+  renormalise = decode.get("renormalise", True)
+  length_penalty = decode.get("length_penalty", 0.0)
+  if not isinstance(renormalise, bool):
+    raise ConfigError(f"config key 'decode.renormalise': expected True or False, got {renormalise!r}")
+  if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
+    raise ConfigError(f"config key 'decode.length_penalty': expected a number, got {length_penalty!r}")
+  runs = {}
+  for name, run in decode.runs.items():
+    run = tuple(run)
+    if (len(run) not in (4, 5) or isinstance(run[0], bool) or not isinstance(run[0], int) or run[0] < 1
+        or not all(isinstance(x, bool) for x in run[1:])):
+      raise ConfigError(f"config key 'decode.runs.{name}': expected (beam size >= 1, constrained, lookahead, "
+                        f"distractors[, renormalise]) with True/False flags, got {run!r}")
+    if run[2] and not run[1]:
+      raise ConfigError(f"config key 'decode.runs.{name}': the look-ahead rule needs constrained decoding")
+    runs[name] = DecodeRun(run[0], run[1], run[2], run[3], run[4] if len(run) == 5 else renormalise,
+                           float(length_penalty))
+  return runs
+
+
+def evaluate_run(model, params, data: KbqaData, split: str, run: DecodeRun, batch_size: int = 16) -> dict:
+  """Decodes `split` with one setting and scores it against the gold objects.
+
+  Returns:
+    the row of the results table: em, f1, mean (official metric), the setting, fact_rate (the
+    share of answers that are facts of the base), unfinished (questions whose best hypothesis
+    never ended within max_target_length) and cut (questions where the length limit stopped a
+    hypothesis that could still have ranked), examples.
+  """
+  pred = predict(model, params, data, split, beam_size=run.beam, constrained=run.constrained,
+                 lookahead=run.lookahead, distractors=run.distractors, renormalise=run.renormalise,
+                 length_penalty=run.length_penalty, batch_size=batch_size)
+  row = score_answers(pred.objects, gold_objects(data, split))
+  row.update(run._asdict())
+  row.update(fact_rate=float(np.mean([f is not None for f in pred.facts])),
+             unfinished=int((~pred.finished).sum()), cut=int(pred.cut.sum()), examples=len(pred.facts))
+  return row
 
 
 def gold_objects(data: KbqaData, split: str) -> list[str]:

@@ -24,13 +24,18 @@ from lmsys.models import bert
 from tests import fixture_data
 from tests.conftest import REAL_DATA_DIR
 
-try:
+try:  # the comparisons with Hugging Face need both; the other tests run without them
   import torch
   import transformers
 except ImportError:
   torch = transformers = None
 NEEDS_HF = ("needs torch and transformers (pip install -e '.[hf]'); "
             "tests/models/test_bert_recorded.py checks recorded transformers outputs instead")
+
+
+def _require_transformers():
+  if transformers is None:
+    pytest.skip(NEEDS_HF)
 
 SENTENCES = [("这次买的东西很好", "物流很快，包装完好，客服态度也不错。"), ("这是一则体育新闻", "比赛"),
              ("今天天气好", "我们去公园散步吧"), ("ABC是什么", "")]
@@ -49,8 +54,7 @@ def hf_dirs(tmp_path_factory):
   0.02, zero biases, unit LayerNorms), so that a swapped bias, a missing tanh or a wrong
   LayerNorm moves the logits far beyond the tolerance.
   """
-  if transformers is None:
-    pytest.skip(NEEDS_HF)
+  _require_transformers()
   root = tmp_path_factory.mktemp("hf_bert")
   vocab_size = fixture_data.write_vocab(str(root), "".join(a + b for a, b in SENTENCES))
   config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2,
@@ -94,7 +98,8 @@ def _torch_logits(model, batch):
 def _jitted_apply(config, params, batch, mlm_positions=None, deterministic=True, rngs=None):
   return bert.BertForPreTraining(config).apply(
       params, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-      mlm_positions=mlm_positions, deterministic=deterministic, rngs=rngs)
+      mlm_positions=mlm_positions, deterministic=deterministic, rngs=rngs,
+      position_ids=batch.get("position_ids"))
 
 
 def _apply(config, params, batch, **kwargs):
@@ -119,6 +124,23 @@ def test_logits_match_transformers(hf_dirs, fmt):
   # NSP-BERT's score: log P(IsNext), IsNext being index 0.
   np.testing.assert_allclose(np.asarray(bert.is_next_log_prob(nsp)),
                              torch.log_softmax(torch.tensor(torch_nsp), -1)[:, 0].numpy(), atol=1e-5)
+
+
+def test_position_ids_match_transformers(hf_dirs):
+  """Non-default position ids (NSP-BERT's soft positions for ChID: a permutation, and a shift)
+  give transformers' logits for the same position_ids."""
+  config, params = hf_bert.load_hf_bert(str(hf_dirs["safetensors"]))
+  batch = _inputs(hf_dirs["safetensors"])
+  rows, length = batch["input_ids"].shape
+  rng = np.random.default_rng(0)
+  permuted = np.stack([rng.permutation(length) for _ in range(rows)]).astype(np.int32)
+  for position_ids in (permuted, np.tile(np.arange(length, dtype=np.int32) + 5, (rows, 1))):
+    with_positions = dict(batch, position_ids=position_ids)
+    mlm, nsp = _apply(config, params, with_positions)
+    torch_mlm, torch_nsp = _torch_logits(hf_dirs["model"], with_positions)
+    np.testing.assert_allclose(np.asarray(nsp), torch_nsp, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(mlm), torch_mlm, atol=1e-4, rtol=0)
+    assert not np.allclose(np.asarray(nsp), np.asarray(_apply(config, params, batch)[1]), atol=1e-3)
 
 
 def test_old_names_without_prefix_load_the_same(hf_dirs, tmp_path):
@@ -250,6 +272,37 @@ def test_padding_does_not_leak_into_real_positions():
   np.testing.assert_allclose(nsp, nsp2, atol=1e-5)
 
 
+def test_position_ids_pick_rows_of_the_position_table():
+  """BertEmbeddings with explicit position ids: arange reproduces the default; other ids give
+  LayerNorm(word + token type + position table[id]), written out in numpy from the parameters."""
+  params = bert.init_params(SMALL)["params"]["embeddings"]
+  batch = _random_batch(SMALL)
+  ids, types = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["token_type_ids"])
+  embed = lambda position_ids=None: bert.BertEmbeddings(SMALL).apply({"params": params}, ids, types,
+                                                                     position_ids=position_ids)
+  length = ids.shape[1]
+  np.testing.assert_array_equal(embed(jnp.arange(length)), embed())
+  np.testing.assert_array_equal(embed(jnp.tile(jnp.arange(length), (3, 1))), embed())
+  shifted = np.tile(np.arange(length) + 3, (3, 1))
+  shifted[1] = np.arange(length)[::-1]                        # a permutation in another row
+  x = (np.asarray(params["word_embeddings"]["embedding"])[batch["input_ids"]]
+       + np.asarray(params["token_type_embeddings"]["embedding"])[batch["token_type_ids"]]
+       + np.asarray(params["position_embeddings"]["embedding"])[shifted])
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  want = ((x - mean) / np.sqrt(var + SMALL.layer_norm_eps) * np.asarray(params["layer_norm"]["scale"])
+          + np.asarray(params["layer_norm"]["bias"]))
+  got = np.asarray(embed(jnp.asarray(shifted)))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert not np.allclose(got, np.asarray(embed()), atol=1e-3)
+  # Through the whole model: explicit arange equals the default, shifted ids change the NSP logits.
+  full = bert.init_params(SMALL)
+  _, nsp = _apply(SMALL, full, batch)
+  _, nsp_arange = _apply(SMALL, full, dict(batch, position_ids=np.tile(np.arange(length), (3, 1))))
+  _, nsp_shifted = _apply(SMALL, full, dict(batch, position_ids=shifted))
+  np.testing.assert_allclose(nsp, nsp_arange, rtol=0, atol=1e-6)   # one fusion apart: not bitwise
+  assert not np.allclose(nsp, nsp_shifted, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_remat_gives_the_same_values_and_gradients():
   params = bert.init_params(SMALL)
@@ -328,8 +381,7 @@ def _texts(records):
 
 
 def _reference(kind, vocab):
-  if transformers is None:
-    pytest.skip(NEEDS_HF)
+  _require_transformers()
   from transformers.models import bert as hf
   cls = hf.BertTokenizerLegacy if kind == "slow" else hf.BertTokenizer
   return cls(vocab, do_lower_case=True)

@@ -26,64 +26,116 @@ def _records(task, split="dev_few_all"):
 def test_label_texts_come_from_the_data(fixture_data_env):
   tnews = nsp_bert.label_texts("tnews", None, ("dev_few_all",))
   assert list(tnews) == [code for code, _, _ in fixture_data.TNEWS_LABELS]  # fewclue_label_names' order
-  assert list(tnews.values()) == [zh for _, _, zh in fixture_data.TNEWS_LABELS]
+  # The released classification code's words (utils.py: 文化 … 证券 农业 电竞 民生), by code.
+  assert list(tnews.values()) == ["民生", "文化", "娱乐", "体育", "财经", "房产", "汽车", "教育", "科技", "军事",
+                                  "旅游", "国际", "证券", "农业", "电竞"]
+  file_words = nsp_bert.label_texts("tnews", None, ("dev_few_all",), tnews_labels="file")
+  assert file_words["100"] == "故事" and file_words["114"] == "股票"          # label_index2en2zh.json
+  assert {k: v for k, v in file_words.items() if k not in ("100", "114")} == \
+      {k: v for k, v in tnews.items() if k not in ("100", "114")}
   assert list(nsp_bert.label_texts("csldcp", None, ())) == fixture_data.CSLDCP_LABELS
   iflytek = nsp_bert.label_texts("iflytek", None, ("train_few_all", "dev_few_all"))
   assert iflytek == {str(c): f"类别{c}" for c in range(fixture_data.IFLYTEK_CLASSES)}
   assert nsp_bert.label_texts("eprstmt", None, ()) == {"Negative": "这次买的东西很差", "Positive": "这次买的东西很好"}
 
 
-def test_single_sentence_tasks_put_the_prompt_first(fixture_data_env):
-  records = _records("tnews")
-  names = nsp_bert.label_texts("tnews", None, ())
-  pairs, labels = nsp_bert.build_pairs("tnews", records, names)
-  assert len(pairs) == len(records) and all(len(p) == len(names) for p in pairs)
-  for example, record, label in zip(pairs, records, labels):
-    assert [first for first, _ in example] == [f"这是一则{zh}新闻" for zh in names.values()]
-    assert all(second == record["sentence"] for _, second in example)
-    assert list(names)[label] == str(record["label"])  # the label indexes the candidates
-  pairs, labels = nsp_bert.build_pairs("eprstmt", _records("eprstmt"), nsp_bert.label_texts("eprstmt", None, ()))
-  assert pairs[0][0][0] == "这次买的东西很差" and pairs[0][1][0] == "这次买的东西很好"
-  assert [("Negative", "Positive")[i] for i in labels] == [r["label"] for r in _records("eprstmt")]
-  pairs, _ = nsp_bert.build_pairs("csldcp", _records("csldcp"), nsp_bert.label_texts("csldcp", None, ()))
-  assert pairs[0][0] == (f"这是一篇{fixture_data.CSLDCP_LABELS[0]}类论文", _records("csldcp")[0]["content"])
+# One record of each task and its pairs as the released scripts build them (is_pre and the
+# pattern of each: nsp_bert_classification.py, nsp_bert_sentence_pair.py,
+# nsp_bert_coreference_resolution.py, nsp_bert_cloze_style.py), written out by hand.
+WSC_TEXT = "刀光一闪，那舌头象一只受惊的老鼠从受刑人的嘴巴和行刑人的手之间跳出来，看那样子，它是想往天上去的。"
 
 
-def test_csl_chid_cluewsc_put_the_text_first_and_pairs_follow_the_paper(fixture_data_env):
-  csl = _records("csl")
-  pairs, labels = nsp_bert.build_pairs("csl", csl)
-  assert pairs[0] == [(csl[0]["abst"], ",".join(csl[0]["keyword"]))]
-  assert labels.tolist() == [int(r["label"]) for r in csl]
+def test_tnews_pairs_are_the_released_prompt_then_the_headline(fixture_data_env):
+  record = {"label": 114, "label_desc": "news_stock", "sentence": "沪指今日收涨", "keywords": "", "id": 1}
+  pairs, labels = nsp_bert.build_pairs("tnews", [record], nsp_bert.label_texts("tnews", None, ()))
+  assert pairs[0][12] == ("这是一则证券新闻", "沪指今日收涨") and labels.tolist() == [12]
+  assert pairs[0][0] == ("这是一则民生新闻", "沪指今日收涨")
+  assert pairs[0][3] == ("这是一则体育新闻", "沪指今日收涨")
 
-  chid = _records("chid")
-  pairs, labels = nsp_bert.build_pairs("chid", chid)
-  for example, record in zip(pairs, chid):
-    assert [second for _, second in example] == record["candidates"]       # the idiom after the text
-    assert all(first == record["content"].replace("#idiom#", "") for first, _ in example)
-  assert labels.tolist() == [r["answer"] for r in chid]
 
-  wsc = _records("cluewsc")
-  pairs, labels = nsp_bert.build_pairs("cluewsc", wsc)
-  t = wsc[0]["target"]
-  assert pairs[0] == [(wsc[0]["text"] + f"上文中{t['span2_text']}是指", t["span1_text"])]
-  assert labels.tolist() == [int(r["label"] == "true") for r in wsc]      # false < true
-
-  ocnli = _records("ocnli")
+def test_sentence_pair_tasks_put_sentence2_first_and_csl_the_abstract_first():
+  bustm = [{"id": 0, "sentence1": "话说有时候我就有点难过", "sentence2": "有时候我就有点难过", "label": "1"},
+           {"id": 1, "sentence1": "我想买个手机", "sentence2": "今天下雨了", "label": "0"}]
+  pairs, labels = nsp_bert.build_pairs("bustm", bustm)
+  assert pairs == [[("有时候我就有点难过", "话说有时候我就有点难过")], [("今天下雨了", "我想买个手机")]]
+  assert labels.tolist() == [1, 0]
+  # Unbalanced on purpose: a permuted label order changes the labels.
+  ocnli = [{"sentence1": "村里还有一个土地庙,里面也装饰得十分气派", "sentence2": "村里只有一个土地庙", "label": "contradiction"},
+           {"sentence1": "他去了北京", "sentence2": "他去过北京", "label": "entailment"},
+           {"sentence1": "他去了北京", "sentence2": "他喜欢北京", "label": "entailment"},
+           {"sentence1": "他去了北京", "sentence2": "他在北京住了三年", "label": "neutral"}]
   pairs, labels = nsp_bert.build_pairs("ocnli", ocnli)
-  assert pairs[0] == [(ocnli[0]["sentence2"], ocnli[0]["sentence1"])]     # the paper's order
-  assert [nsp_bert.SAMPLE_LABELS["ocnli"][i] for i in labels] == [r["label"] for r in ocnli]
+  assert pairs[0] == [("村里只有一个土地庙", "村里还有一个土地庙,里面也装饰得十分气派")]
+  assert labels.tolist() == [0, 2, 2, 1]                   # contradiction 0, neutral 1, entailment 2
+  csl = [{"id": 0, "abst": "归责原则是环境侵权制度的核心", "keyword": ["归责原则", "环境侵权"], "label": "1"}]
+  pairs, labels = nsp_bert.build_pairs("csl", csl)
+  assert pairs == [[("归责原则是环境侵权制度的核心", "归责原则,环境侵权")]] and labels.tolist() == [1]
+
+
+def test_cluewsc_puts_the_span_first_then_the_text_with_the_pattern():
+  record = {"target": {"span2_index": 40, "span1_index": 6, "span1_text": "舌头", "span2_text": "它"},
+            "idx": 0, "label": "true", "text": WSC_TEXT}
+  pairs, labels = nsp_bert.build_pairs("cluewsc", [record, {**record, "label": "false"}])
+  assert pairs[0] == [("舌头", WSC_TEXT + "上文中它是指")] and labels.tolist() == [1, 0]
+  pairs, _ = nsp_bert.build_pairs("cluewsc", [record], cluewsc_order="text_first")
+  assert pairs[0] == [(WSC_TEXT + "上文中它是指", "舌头")]
+
+
+def test_chid_puts_the_candidate_first_at_the_blank():
+  record = {"id": 1500, "candidates": ["画蛇添足", "脸红耳赤", "雪中送炭", "喜上眉梢", "坚如盘石", "草木皆兵", "小巧玲珑"],
+            "content": "有时候我给你#idiom#,但你却愿我家破人亡?", "answer": 2}
+  pairs, labels = nsp_bert.build_pairs("chid", [record])
+  assert pairs[0][2] == ("雪中送炭", "有时候我给你,但你却愿我家破人亡?", 6) and labels.tolist() == [2]
+  assert [p[0] for p in pairs[0]] == record["candidates"]
+  pairs, _ = nsp_bert.build_pairs("chid", [record], chid="text_first")
+  assert pairs[0][2] == ("有时候我给你,但你却愿我家破人亡?", "雪中送炭")
+
+
+def test_soft_position_ids_follow_the_released_cloze_code():
+  # [CLS] c1..c4 [SEP] b1 b2 b3 a1 [SEP], read as [CLS] [SEP] b1 b2 b3 c1..c4 a1 [SEP].
+  assert nsp_bert.soft_position_ids(4, 3, 1) == [0, 5, 6, 7, 8, 1, 2, 3, 4, 9, 10]
+  assert nsp_bert.soft_position_ids(4, 0, 2) == [0, 2, 3, 4, 5, 1, 6, 7, 8]
+  # Nothing after the blank: the code gives the last [SEP] the id after the text's last token,
+  # which is the candidate's first id.
+  assert nsp_bert.soft_position_ids(4, 3, 0) == [0, 5, 6, 7, 8, 1, 2, 3, 4, 5]
+
+
+def test_chid_pairs_are_encoded_with_their_soft_positions(fixture_data_env):
+  tokenizer = wordpiece.load_tokenizer(os.path.join(fixture_data_env, "vocab", "bert-base-chinese-vocab.txt"))
+  enc = nsp_bert.encode_for_scoring(tokenizer, [("雪中送炭", "我给你吧", 3), ("我给你吧", "雪中送炭")], 16)
+  assert enc["position_ids"][0].tolist() == [0, 5, 6, 7, 8, 1, 2, 3, 4, 9, 10, 0, 0, 0, 0, 0]
+  assert enc["position_ids"][1].tolist() == list(range(16))            # a plain pair: 0 .. L - 1
+  assert enc["token_type_ids"][0].tolist() == [0] * 6 + [1] * 5 + [0] * 5
+  assert "position_ids" not in nsp_bert.encode_for_scoring(tokenizer, [("我给你吧", "雪中送炭")], 16)
 
 
 def test_long_texts_are_cropped_so_the_blank_and_the_pattern_survive():
   content = "甲" * 300 + "#idiom#" + "乙" * 300
   pairs, _ = nsp_bert.build_pairs("chid", [{"candidates": ["一二三四"] * 7, "content": content, "answer": 0}],
-                             max_length=64)
-  text = pairs[0][0][0]
-  assert len(text) == 64 - 3 - 4 and "甲" in text and "乙" in text         # a window around the blank
+                                  max_length=64)
+  first, text, blank = pairs[0][0]
+  assert first == "一二三四" and len(text) == 64 - 3 - 4 and text[:blank] == "甲" * blank
+  assert set(text[blank:]) == {"乙"} and abs(blank - len(text) // 2) <= 1    # a window around the blank
   record = {"target": {"span1_text": "舌头", "span2_text": "它", "span1_index": 0, "span2_index": 5},
             "text": "丙" * 200, "label": "true"}
   (first, second), = nsp_bert.build_pairs("cluewsc", [record], max_length=64)[0][0]
-  assert first.endswith("上文中它是指") and len(first) + len(second) == 64 - 3
+  assert first == "舌头" and second.endswith("上文中它是指") and len(first) + len(second) == 64 - 3
+
+
+def test_max_length_is_the_released_scripts_unless_set():
+  assert nsp_bert.task_max_length("tnews", 0, 512) == 256 and nsp_bert.task_max_length("bustm", 0, 512) == 256
+  assert nsp_bert.task_max_length("chid", 0, 512) == 128 and nsp_bert.task_max_length("cluewsc", 0, 512) == 128
+  assert nsp_bert.task_max_length("tnews", 128, 512) == 128 and nsp_bert.task_max_length("tnews", 0, 64) == 64
+
+
+def test_protocol_choices_default_to_the_released_code():
+  assert nsp_bert.check_protocol(None) == {"tnews_labels": "released", "cluewsc_order": "span_first",
+                                           "chid": "soft_positions", "thresholds": "released"}
+  assert nsp_bert.check_protocol({"thresholds": "midpoint"})["thresholds"] == "midpoint"
+  with pytest.raises(ConfigError, match="config key 'protocol.chid'"):
+    nsp_bert.check_protocol({"chid": "idiom_last"})
+  with pytest.raises(ConfigError, match="config key 'protocol.order'"):
+    nsp_bert.check_protocol({"order": "x"})
 
 
 def test_a_label_outside_the_label_list_names_the_record(fixture_data_env):
@@ -112,7 +164,8 @@ def test_candidates_contrast_follows_the_scorer(fixture_data_env):
   wrong = nsp_bert.zero_shot_task("tnews", _oracle_scorer(gold, wrong=True), records, names)
   assert wrong.accuracy == 0.0
   chid = _records("chid")
-  gold = [{(r["content"].replace("#idiom#", ""), r["candidates"][r["answer"]])} for r in chid]
+  gold = [{(r["candidates"][r["answer"]], r["content"].replace("#idiom#", ""), r["content"].index("#idiom#"))}
+          for r in chid]
   assert nsp_bert.zero_shot_task("chid", _oracle_scorer(gold), chid).accuracy == 1.0
 
 
@@ -122,45 +175,21 @@ def test_rank_cut_makes_equal_groups_the_last_taking_the_rest():
   assert nsp_bert.rank_cut(scores, 3).tolist() == [1, 0, 2, 0, 2, 0, 2, 1, 2, 1]
   assert np.bincount(nsp_bert.rank_cut(scores, 3)).tolist() == [3, 3, 4]
   assert nsp_bert.rank_cut(scores, 2).tolist() == [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
-  thresholds = nsp_bert.fit_thresholds(scores, 3)
-  assert thresholds.tolist() == [2.5, 5.5]                                   # midpoints on dev
-  assert nsp_bert.apply_thresholds(scores, thresholds).tolist() == nsp_bert.rank_cut(scores, 3).tolist()
-  assert nsp_bert.apply_thresholds(np.array([-1.0, 3.0, 5.5, 100.0]), thresholds).tolist() == [0, 1, 2, 2]
   with pytest.raises(ConfigError, match="cannot make 3 groups"):
     nsp_bert.fit_thresholds(np.array([1.0, 2.0]), 3)
 
 
-def test_samples_contrast_fixes_thresholds_on_dev_and_applies_them(fixture_data_env):
-  dev, train = _records("ocnli"), _records("ocnli", "train_few_all")
-  order = nsp_bert.SAMPLE_LABELS["ocnli"]
-
-  def scorer_for(records, offset):
-    # A score that grows with the label (contradiction < neutral < entailment), no ties,
-    # shifted on the second split: only fixed thresholds notice the shift.
-    by_pair = {(r["sentence2"], r["sentence1"]): order.index(r["label"]) + 1e-3 * i + offset
-               for i, r in enumerate(records)}
-    return lambda pairs: np.array([[by_pair[example[0]]] for example in pairs], np.float64)
-
-  same = nsp_bert.zero_shot_task("ocnli", scorer_for(dev, 0.0), dev, threshold_records=dev)
-  truth = np.array([order.index(r["label"]) for r in dev])
-  # A perfect ranking: the rank cut errs only where the equal group sizes differ from the
-  # class counts (fixture: 6, 7, 7 of 20 against groups of 6, 6, 8: one neutral falls in the
-  # top group).
-  assert np.bincount(truth).tolist() == [6, 7, 7]
-  assert same.accuracy == pytest.approx(19 / 20) and same.threshold_split_accuracy == same.accuracy
-  assert same.predictions.tolist() == nsp_bert.rank_cut(scorer_for(dev, 0.0)(nsp_bert.build_pairs("ocnli", dev)[0])[:, 0], 3).tolist()
-  # The thresholds label dev as its rank cut does.
-  dev_scores = scorer_for(dev, 0.0)(nsp_bert.build_pairs("ocnli", dev)[0])[:, 0]
-  assert nsp_bert.apply_thresholds(dev_scores, np.array(same.thresholds)).tolist() == same.predictions.tolist()
-
-  def both(pairs):  # dev pairs score as dev, train pairs shifted up by 10
-    dev_pairs = {(r["sentence2"], r["sentence1"]) for r in dev}
-    return np.concatenate([scorer_for(dev, 0.0)([e]) if e[0] in dev_pairs else scorer_for(train, 10.0)([e])
-                           for e in pairs])
-  shifted = nsp_bert.zero_shot_task("ocnli", both, train, threshold_records=dev)
-  # Thresholds fixed on dev (below 3) put every shifted train example in the top group.
-  assert (shifted.predictions == 2).all()
-  assert shifted.accuracy == pytest.approx(np.mean([r["label"] == "entailment" for r in train]))
+def test_thresholds_as_released_are_each_groups_top_score_and_equal_moves_up():
+  scores = np.array([5.0, 0.0, 9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0])
+  released = nsp_bert.fit_thresholds(scores, 3)              # groups {0, 1, 2}, {3, 4, 5}, {6 .. 9}
+  assert released.tolist() == [2.0, 5.0]
+  # The released loop: label 0; while label < C - 1 and not score < thresholds[label]: label += 1.
+  assert nsp_bert.apply_thresholds(np.array([-1.0, 1.9, 2.0, 3.0, 5.0, 5.5, 100.0]), released).tolist() == \
+      [0, 0, 1, 1, 2, 2, 2]
+  midpoint = nsp_bert.fit_thresholds(scores, 3, "midpoint")
+  assert midpoint.tolist() == [2.5, 5.5]
+  assert nsp_bert.apply_thresholds(np.array([-1.0, 2.0, 3.0, 5.5, 100.0]), midpoint).tolist() == [0, 0, 1, 2, 2]
+  assert nsp_bert.apply_thresholds(scores, midpoint).tolist() == nsp_bert.rank_cut(scores, 3).tolist()
 
 
 def test_baselines():
@@ -246,12 +275,10 @@ def test_zero_shot_command_on_a_hugging_face_checkpoint(hf_bert_dir, fixture_dat
   assert (workdir / "figures" / "nsp_bert.png").is_file()
   tokenizer = wordpiece.load_tokenizer(str(directory / "vocab.txt"))
 
-  def torch_scorer(pairs):
-    enc = wordpiece.encode_pairs(tokenizer, [a for e in pairs for a, _ in e], [b for e in pairs for _, b in e], 128)
+  def torch_scorer(pairs):  # ChID's soft positions go to transformers' position_ids
+    enc = nsp_bert.encode_for_scoring(tokenizer, [p for e in pairs for p in e], 128)
     with torch.no_grad():
-      out = model(input_ids=torch.tensor(enc["input_ids"], dtype=torch.long),
-                  token_type_ids=torch.tensor(enc["token_type_ids"], dtype=torch.long),
-                  attention_mask=torch.tensor(enc["attention_mask"], dtype=torch.long))
+      out = model(**{key: torch.tensor(value, dtype=torch.long) for key, value in enc.items()})
     return torch.log_softmax(out.seq_relationship_logits, -1)[:, 0].numpy().reshape(len(pairs), -1)
 
   for task in nsp_bert.TASKS:
