@@ -50,7 +50,11 @@ def get_config(arg=None):
   # MLE baseline of the note: one dense layer, Adam 1e-3, batch 32, 10 epochs, no regularisation.
   # mle_long: the same, but at least long_min_steps steps (10 epochs of a small set is a few
   # hundred steps, far from the maximum-likelihood solution the note compares against).
-  c.mle = ml_collections.ConfigDict(dict(epochs=10, long_min_steps=3000))
+  # A fit counts as converged when its full-batch gradient is at most converged_rel_grad of
+  # the gradient at zero weights (lmsys.notes.logreg.relative_gradient).
+  c.mle = ml_collections.ConfigDict(dict(epochs=10, long_min_steps=3000, converged_rel_grad=1e-2))
+  # "About as accurate": test accuracies within close_margin (lmsys.claims, kind "close").
+  c.claims = ml_collections.ConfigDict(dict(close_margin=0.02))
   c.train = config_lib.train_defaults(
       num_steps=10**9,  # a cap: each model trains min(num_steps, ceil(epochs * N / batch)) steps
       batch_size=32, log_every=500, eval_every=10**9, checkpoint_every=10**9, progress_bar=False)

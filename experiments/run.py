@@ -3,9 +3,11 @@
   python -m experiments.run --config configs/NAME.py[:ARG] [--workdir DIR] [--config.KEY=VALUE ...]
 
 `config.experiment` names a module `experiments/<experiment>.py` with
-`validate(config)` and `run(config, workdir, writer) -> results`, and
-optionally `summary(results) -> [lines]`: the note's claims with the measured
-numbers, printed under the results table and kept as `summary.txt`. Bad input is
+`validate(config)`, `run(config, workdir, writer) -> results` and
+`claims(results, config) -> [records]` (lmsys.claims: the note's claims with
+computed verdicts, kept as `claims.json` and printed as the last table), and
+optionally `inputs(config) -> [paths]`, the data files hashed into
+`provenance.json` (lmsys.provenance; written at the start, completed at the end). Bad input is
 reported as one line naming the bad thing, with exit code 2, before any
 compute and before anything is written. One run writes a workdir at a time
 (a lock file naming its host and pid; a second run is refused with exit 2).
@@ -168,42 +170,68 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    return _run(module, config, config_json, workdir, primary)
+    return _run(module, config, config_json, workdir, primary, argv, arg)
   finally:
     lock.release()
 
 
-def _run(module, config, config_json, workdir, primary) -> int:
-  from lmsys import checkpoint, trainer  # pylint: disable=g-import-not-at-top  (jax, after main's import)
+def _run(module, config, config_json, workdir, primary, argv=(), arg=None) -> int:
+  """Runs the experiment in `workdir`: provenance.json first, then results.json, the claims
+  (claims.json, printed as the last table; a `smoke` variant's are all `not measured`) and
+  the completed provenance."""
+  from lmsys import checkpoint, provenance, trainer  # pylint: disable=g-import-not-at-top  (jax, after main's import)
+  record = None
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
+    inputs = module.inputs(config) if callable(getattr(module, "inputs", None)) else ()
+    record = provenance.start(workdir, command=provenance.command_line(argv), config_json=config_json,
+                              code_dir=os.path.dirname(os.path.abspath(module.__file__)), inputs=inputs)
     print(f"workdir: {workdir}", flush=True)
-  with metrics_lib.Writer(workdir, enabled=primary) as writer:
-    try:
-      results = module.run(config, workdir, writer)
-    except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-    except FloatingPointError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 3
-    except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
-      print(f"error: {e}", file=sys.stderr)
-      return 1
-    except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
-      print(f"stopped: {e}", file=sys.stderr)
-      return 128 + e.signum
-  if primary:
-    metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
-    print(format_results(results))
-    lines = module.summary(results) if callable(getattr(module, "summary", None)) else []
-    if lines:
-      text = "Summary (the note's claims, as measured by this run):\n" + "\n".join(f"- {l}" for l in lines)
-      with open(os.path.join(workdir, "summary.txt"), "w") as f:
-        f.write(text + "\n")
-      print("\n" + text)
-    print(f"workdir: {workdir}")
-  return 0
+  status = "failed"
+  try:
+    with metrics_lib.Writer(workdir, enabled=primary) as writer:
+      try:
+        results = module.run(config, workdir, writer)
+      except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
+        print(f"error: {e}", file=sys.stderr)
+        status = "failed (exit 2)"
+        return 2
+      except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        status = "failed (exit 3)"
+        return 3
+      except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
+        print(f"error: {e}", file=sys.stderr)
+        status = "failed (exit 1)"
+        return 1
+      except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
+        print(f"stopped: {e}", file=sys.stderr)
+        status = f"stopped (exit {128 + e.signum})"
+        return 128 + e.signum
+    if primary:
+      metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
+      print(format_results(results))
+      smoke = "smoke" in [item.split("=")[0].strip() for item in (arg or "").split(",")]
+      write_claims(module, results, config, workdir, smoke)
+      print(f"workdir: {workdir}")
+    status = "done"
+    return 0
+  finally:
+    if record is not None:
+      provenance.finish(workdir, record, status)
+
+
+def write_claims(module, results, config, workdir, smoke: bool = False) -> list[dict]:
+  """The experiment's `claims(results, config)` -> workdir/claims.json, printed as a table."""
+  from lmsys import claims as claims_lib  # pylint: disable=g-import-not-at-top
+  records = module.claims(results, config) if callable(getattr(module, "claims", None)) else []
+  if smoke:
+    records = claims_lib.smoke(records)
+  claims_lib.write(workdir, records)
+  if records:
+    print("\nClaims (the note's claims, as measured by this run):\n" + claims_lib.format_table(records))
+  return records
+
 
 if __name__ == "__main__":
   initialize_distributed()
