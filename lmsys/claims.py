@@ -177,6 +177,16 @@ def summarize(records: Sequence[dict], detail: str = "") -> dict:
           "rule": first.get("rule"), "verdict": combine([r["verdict"] for r in records]), "detail": text}
 
 
+def with_summaries(records: Sequence[dict]) -> list[dict]:
+  """The records grouped by id (first-seen order), each id with more than one data set
+  followed by its `summarize` record."""
+  out = []
+  for claim_id in dict.fromkeys(r["id"] for r in records):
+    group = [r for r in records if r["id"] == claim_id]
+    out += group + ([summarize(group)] if len(group) > 1 else [])
+  return out
+
+
 # ---------------------------------------------------------------- uncertainty
 
 def paired_bootstrap(a, b=None, *, samples: int = 2000, level: float = 0.95, seed: int = 0) -> list[float]:
