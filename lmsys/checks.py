@@ -34,6 +34,14 @@ def trained(config) -> None:
   trainer.validate_config(config)
 
 
+def optimizer_name(config, key: str = "optimizer.name") -> None:
+  """An optax optimizer by name (for experiments that build one without the trainer's checks)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  name = require(config, key)
+  if not isinstance(name, str) or name.startswith("_") or not callable(getattr(optax, name, None)):
+    raise ConfigError(f"config key '{key}': unknown optax optimizer {name!r}")
+
+
 def positive_int(config, key: str) -> None:
   """An int > 0 (not a bool)."""
   check_positive_int(config, key)
