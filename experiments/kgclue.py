@@ -6,12 +6,11 @@ questions, so runs are compared by a paired bootstrap over questions.
 
 from __future__ import annotations
 
-import numpy as np
-
-from lmsys import checks, metrics, timing
+from lmsys import checks, metrics
 from lmsys import claims as C
 from lmsys.config import ConfigError
 from lmsys.data import kgclue
+from lmsys.notes import kgclue as note
 from lmsys.tasks import kbqa
 
 # The note's numbers (kexue 8802): a pretrained base model, not comparable to ours trained from scratch.
@@ -51,36 +50,13 @@ def run(config, workdir, writer) -> dict:
   if config.data.eval_limit:
     data.splits[split] = data.splits[split][:config.data.eval_limit]
   golds = kbqa.gold_objects(data, split)
-  rows, per_question = {}, {}
-  for name, (beam, constrained, lookahead, distractors) in config.decode.runs.items():
-    with timing.Stopwatch() as watch:
-      objects, facts = kbqa.predict(model, result.params, data, split, beam_size=beam, constrained=constrained,
-                                    lookahead=lookahead, distractors=distractors, batch_size=config.decode.batch_size)
-    rows[name] = {**kbqa.score_answers(objects, golds), "beam": beam, "constrained": constrained,
-                  "lookahead": lookahead, "distractors": distractors,
-                  "fact_rate": float(np.mean([f is not None for f in facts])), "seconds": watch.seconds,
-                  "examples": len(golds)}
-    per_question[name] = {"em": [o == g for o, g in zip(objects, golds)],
-                          "f1": [kbqa.f1_score(o, g) for o, g in zip(objects, golds)]}
-    writer.write(result.step, f"decode/{name}", rows[name])
-    print(f"{name}: EM {rows[name]['em']:.4f} F1 {rows[name]['f1']:.4f} facts {rows[name]['fact_rate']:.3f} "
-          f"({watch.seconds:.0f} s)", flush=True)
-  metrics.save_figure(_figure(rows), workdir, "kgclue")
-  pairs = [(a, b) for a in rows for b in rows if a != b and rows[a]["beam"] == rows[b]["beam"]
-           and rows[a]["distractors"] == rows[b]["distractors"] and _step(rows[b], rows[a])]
+  rows, per_question = note.decode_runs(config, model, result.params, data, split, golds, writer, result.step)
+  metrics.save_figure(note.decoding_figure(rows), workdir, "kgclue")
   return {"order": data.order, "eval_split": split, "train_steps": result.step,
           "base": {"facts": len(data.base), "real_facts": data.base.num_real,
                    "distractors": len(data.base) - data.base.num_real, "vocab_size": data.tokenizer.vocab_size},
           "train_token_accuracy": result.train_metrics.get("token_accuracy"), "decode": rows,
-          "paired_intervals": {f"{a}-{b}": {k: C.paired_bootstrap(per_question[a][k], per_question[b][k])
-                                            for k in ("em", "f1")} for a, b in pairs},
-          "note_valid_pretrained": NOTE_VALID}
-
-
-def _step(before, after) -> bool:
-  """`after` adds exactly one thing to `before`: the trie constraint, or the look-ahead rule."""
-  return ((not before["constrained"] and after["constrained"] and not after["lookahead"])
-          or (before["constrained"] and not before["lookahead"] and after["lookahead"]))
+          "paired_intervals": note.paired_intervals(rows, per_question), "note_valid_pretrained": NOTE_VALID}
 
 
 def claims(results, config) -> list[dict]:
@@ -108,16 +84,3 @@ def claims(results, config) -> list[dict]:
                             f"ours is trained from scratch ({results['train_steps']} steps)"))
   return C.with_summaries(out)
 
-
-def _figure(rows):
-  plt = metrics.pyplot()
-  fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 3.6))
-  names = list(rows)
-  x = np.arange(len(names))
-  ax.bar(x - 0.2, [rows[n]["em"] for n in names], 0.4, label="EM")
-  ax.bar(x + 0.2, [rows[n]["f1"] for n in names], 0.4, label="F1")
-  ax.set_xticks(x, names, rotation=25, ha="right")
-  ax.set_ylim(0, 1)
-  ax.set_title("KgCLUE: answer EM / F1 by decoding")
-  ax.legend()
-  return fig
