@@ -70,8 +70,8 @@ def claims(results, config) -> list[dict]:
     a, b = pair.split("-")
     if not b.endswith("_k1"):
       continue  # each IWAE against the VAE of the same architecture
-    for key, claim_id, text in (("log_px", "iwae_better_log_px", "Training on IWAE_k (k > 1) gives a better log p(x) "
-                                 "than the VAE"), ("iwae_1", "iwae_worse_elbo", "Training on IWAE_k (k > 1) gives a worse ELBO than the VAE")):
+    for key, claim_id, text in (("log_px", "iwae_better_log_px", "IWAE training (k > 1) gives a better log p(x) "
+                                 "than the VAE"), ("iwae_1", "iwae_worse_elbo", "IWAE training gives a worse ELBO")):
       value = models[a][key] - models[b][key]
       out.append(C.claim(claim_id, "6", text, dataset=pair, metric=f"{key} difference (nats, higher = {a} better)",
                          value=value, interval=interval[key], kind="higher" if key == "log_px" else "lower",
