@@ -112,7 +112,7 @@ _run = run_main
 def test_smoke_pretraining_feeds_the_zero_shot_command(fixture_data_env, tmp_path):
   pre, zero = tmp_path / "pretrain", tmp_path / "nsp"
   assert _run(["--config=configs/nsp_bert_pretrain.py:smoke", f"--workdir={pre}"]) == 0
-  config = config_lib.load_config_file(str(REPO / "configs" / "bert_pretrain.py"), "smoke")
+  config = config_lib.load_config_file(str(REPO / "configs" / "nsp_bert_pretrain.py"), "smoke")
   results = json.loads((pre / "results.json").read_text())
   assert results["steps"] == config.train.num_steps
   assert results["corpus"]["documents"] == results["corpus"]["train_documents"] + results["corpus"]["heldout_documents"]
