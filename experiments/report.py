@@ -19,7 +19,8 @@ re-renders every page from all records:
 
 A run without claims.json (older code) gets its claims computed now by its experiment's
 `claims(results, config)`; `--recompute-claims` does so for every RUN_DIR (after a change
-to a claims function); provenance.json then says so. A run without provenance.json is
+to a claims function; a RUN_DIR may be a record itself, docs/results/records/NAME);
+provenance.json then says so. A run without provenance.json is
 recorded with what its config.json says and `"git": {"commit": null, "why": ...}`.
 
 `--check` re-renders every page and the README from the committed records and exits 1,
@@ -121,11 +122,12 @@ def compute_claims(config: dict, results: dict) -> list[dict]:
 def make_record(run_dir: str, out: str, name: str | None = None, recompute: bool = False) -> str:
   """Copies run_dir's claims, results and provenance to out/records/<name>/; returns the name."""
   from lmsys import claims as claims_lib  # pylint: disable=g-import-not-at-top
-  config = _read_json(os.path.join(run_dir, "config.json"))
+  provenance = _read_json(os.path.join(run_dir, "provenance.json"))
+  # A workdir has config.json; a record (re-recorded, e.g. with --recompute-claims) keeps it in provenance.json.
+  config = _read_json(os.path.join(run_dir, "config.json")) or (provenance or {}).get("config")
   results = _read_json(os.path.join(run_dir, "results.json"))
   if config is None or results is None:
-    raise ReportError(f"{run_dir}: not a finished lmsys run (needs config.json and results.json)")
-  provenance = _read_json(os.path.join(run_dir, "provenance.json"))
+    raise ReportError(f"{run_dir}: not a finished lmsys run or record (needs config.json and results.json)")
   if provenance is None:
     provenance = {"git": {"commit": None, "why": "the run wrote no provenance.json (older code)"},
                   "command": None, "config": config, "status": "done"}

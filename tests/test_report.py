@@ -115,3 +115,15 @@ def test_results_tables_group_rows_that_share_columns():
 def test_the_committed_pages_match_their_records():
   """What CI runs: every page and the README equal their re-rendering from docs/results/records/."""
   assert report.check(os.path.join(report.REPO, "docs", "results"), os.path.join(report.REPO, "README.md")) == []
+
+
+def test_a_record_can_be_recorded_again_with_recomputed_claims(tmp_path, docs):
+  out, readme = docs
+  run_dir = _workdir(str(tmp_path / "run"), experiment="mlp")
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme), "--name", "mlp"]) == 0
+  record = out / "records" / "mlp"
+  assert len(json.loads((record / "claims.json").read_text())) == 2  # as the run wrote them
+  assert report.main([str(record), "--out", str(out), "--readme", str(readme), "--name", "mlp",
+                      "--recompute-claims"]) == 0
+  assert json.loads((record / "claims.json").read_text()) == []     # experiments/mlp.py states none
+  assert json.loads((record / "provenance.json").read_text())["git"]["commit"] == COMMIT
