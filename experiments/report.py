@@ -107,7 +107,7 @@ def _commit() -> str | None:
 
 
 def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def compute_claims(config: dict, results: dict) -> list[dict]:

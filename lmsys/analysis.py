@@ -23,8 +23,8 @@ from lmsys import checkpoint
 from lmsys import claims as claims_lib
 from lmsys import metrics as metrics_lib
 from lmsys import provenance as provenance_lib
-from lmsys.launch import sweep
 from lmsys.config import flatten
+from lmsys.launch import sweep
 
 
 @dataclasses.dataclass

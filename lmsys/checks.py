@@ -17,7 +17,7 @@ names and headers only.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from lmsys.config import ConfigError, check_positive_int, get, require
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml_collections")
@@ -95,7 +95,7 @@ def describe_inputs(paths: Iterable[str]) -> list[dict]:
 
 
 def _now() -> str:
-  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def start(workdir: str, *, command: Sequence[str], config_json: dict, code_dir: str,

@@ -29,7 +29,6 @@ from lmsys import data, metrics, timing, trainer
 from lmsys.config import ConfigError
 from lmsys.data import fewclue as data_fewclue
 
-
 # ---------------------------------------------------------------- the two lemmas
 
 def norm_tail_bound(n, eps):

@@ -574,6 +574,7 @@ def _fit_mle(config, x, y, num_classes, *, workdir, writer, name, min_steps=0):
   (`relative_gradient`).
   """
   import math  # pylint: disable=g-import-not-at-top
+
   from lmsys.models.mlp import MLP  # pylint: disable=g-import-not-at-top
   from lmsys.tasks import classification  # pylint: disable=g-import-not-at-top
   model = MLP(hidden=(), num_classes=num_classes)  # no hidden layer: softmax regression

@@ -129,6 +129,7 @@ def activation_speed(names, size=1 << 24, repeats=10, seed=0):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from lmsys import timing  # pylint: disable=g-import-not-at-top
   from lmsys.nn import activations
   x = jax.random.normal(jax.random.key(seed), (size,), jnp.float32) * 3.0

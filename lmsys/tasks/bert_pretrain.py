@@ -34,11 +34,11 @@ import numpy as np
 import optax
 
 from lmsys import analysis, data, trainer
-from lmsys.data import wordpiece
-from lmsys.notes import nsp_bert
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
+from lmsys.data import wordpiece
 from lmsys.models import bert, hf_bert
+from lmsys.notes import nsp_bert
 
 # Text fields read from each task's files (labels never).
 TEXT_FIELDS = {"eprstmt": ("sentence",), "tnews": ("sentence",), "iflytek": ("sentence",),
