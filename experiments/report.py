@@ -318,10 +318,14 @@ def readme_section(records: dict[str, dict]) -> str:
       continue
     for record in mine:
       for c in record["claims"]:
+        per_set = [o for o in record["claims"] if o["id"] == c["id"] and o["dataset"] is not None]
         if c["dataset"] is None or not any(o["id"] == c["id"] and o["dataset"] is None for o in record["claims"]):
           label = c["id"] if c["dataset"] is None else f"{c['id']} ({c['dataset']})"
+          # A summary over data sets shows its count per verdict; a single measurement its value.
+          measured = (_cell(c["detail"]) if c["dataset"] is None and per_set
+                      else claims_lib.format_value(c["value"], c["interval"]))
           rows.append([note, _cell(f"**{label}**: {c['claim']}"), f"`{record['name']}`", f"**{c['verdict']}**",
-                       claims_lib.format_value(c["value"], c["interval"]), link])
+                       measured, link])
   lines += _table(["note", "claim", "record", "verdict", "measured", "page"], rows) + ["", END]
   return "\n".join(lines)
 
