@@ -269,8 +269,10 @@ def results_tables(results) -> list[str]:
       tables.append([parent, list(leaves), [(label, leaves)]])
   lines = []
   for parent, columns, rows in tables:
-    lines += ["", f"*{parent or 'results'}*", ""]
-    if len(rows) == 1 and len(columns) > 8:  # one wide row: key / value
+    wide = len(rows) == 1 and len(columns) > 8  # one wide row: a key / value table named by the row
+    title = " / ".join(p for p in (parent, rows[0][0] if wide else "") if p) or "results"
+    lines += ["", f"*{title}*", ""]
+    if wide:
       lines += _table(["key", "value"], [[_cell(k), _cell(v)] for k, v in rows[0][1].items()])
     else:
       lines += _table([""] + [_cell(c) for c in columns],
