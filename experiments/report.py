@@ -71,9 +71,13 @@ def _read_json(path, default=None):
 
 
 def _write_json(path, obj):
+  """JSON for a record: a list one compact item a line (claims), anything else indented."""
   with open(path, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=False, allow_nan=False)
-    f.write("\n")
+    if isinstance(obj, list):
+      f.write("[\n" + ",\n".join(json.dumps(item, allow_nan=False, ensure_ascii=False) for item in obj) + "\n]\n")
+    else:
+      json.dump(obj, f, indent=1, allow_nan=False, ensure_ascii=False)
+      f.write("\n")
 
 
 def config_spec(command) -> tuple[str, str]:
