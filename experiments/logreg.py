@@ -91,6 +91,12 @@ def claims(results, config) -> list[dict]:
                     names=("mle",), margin=margin)
          + _compare("better_small_note_protocol", better + " (the note's 10-epoch MLE)", small, config,
                     kind="higher", names=("mle",)))
+  pairs = [row for _, row in full + small if "analytic_auto" in row and "sklearn_lda_auto" in row]
+  if pairs:
+    gap = max(abs(r["analytic_auto"]["test_acc"] - r["sklearn_lda_auto"]["test_acc"]) for r in pairs)
+    out.append(C.claim("auto_is_sklearn_lda", "lmsys", "shrinkage='auto' is scikit-learn's LDA(lsqr, shrinkage='auto')",
+                       metric="largest |test accuracy difference|", value=gap, kind="at_most", target=0.001,
+                       detail=f"over {len(pairs)} (set, regime) pairs"))
   for name, row in full:
     if "bayes" in row and "analytic" in row:
       lo, hi = row["intervals"]["analytic-bayes"]
