@@ -3,7 +3,7 @@ logistic regression vs MLE softmax regression trained by the shared trainer,
 with scikit-learn's LogisticRegression (lbfgs) and LDA as outside references,
 on full training data and on 1,000 training samples.
 
-  python -m experiments.run --config configs/logreg.py          # bundled sets + synthetic, < 2 min on 2 cores
+  python -m experiments.run --config configs/logreg.py          # bundled sets + synthetic, 3-10 min on 2 shared cores
   python -m experiments.run --config configs/logreg.py:full     # + Fashion-MNIST and FewCLUE text features
   python -m experiments.run --config configs/logreg.py:smoke    # seconds, for tests
   python -m experiments.sweep --config configs/logreg.py --workdir runs/sweep_logreg   # shrinkage scan
