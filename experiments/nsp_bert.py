@@ -52,6 +52,14 @@ def validate(config) -> None:
     raise ConfigError(f"config key 'data.eval_limit': expected an integer >= 0, got {d.eval_limit!r}")
 
 
+def inputs(config) -> list[str]:
+  """Each task's evaluated split files and label lists (the model's files are named in its description)."""
+  d = config.data
+  names = lambda task: [f"{d.eval_split}.json", f"{d.threshold_split}.json", *nsp_bert.needed_files(task)]
+  return [os.path.join(data.fewclue_dir(task, d.data_dir or None), n) for task in d.tasks for n in names(task)
+          if os.path.isfile(os.path.join(data.fewclue_dir(task, d.data_dir or None), n))]
+
+
 def run(config, workdir, writer) -> dict:
   d = config.data
   cfg, variables, vocab, source = bert_pretrain.load_bert(config)

@@ -11,6 +11,8 @@ import numpy as np
 
 from lmsys import checks, metrics
 from lmsys import claims as C
+from lmsys.data import char_corpus
+from lmsys.data import sources as data_sources
 from lmsys.nn import activations
 from lmsys.notes import squareplus
 
@@ -24,6 +26,15 @@ NOTE = {"b_min_above_softplus": 4 * np.log(2.0) ** 2, "minimax_b": 1.52382103, "
 def validate(config) -> None:
   checks.apply(config, CHECKS)
   squareplus.check_trained_configs(config)
+
+
+def inputs(config) -> list[str]:
+  """The MLP's data set files and, where the char LM runs, its corpus."""
+  mlp = squareplus.mlp_config(config, config.mlp.activations[0], config.mlp.seeds[0]) if config.mlp.activations else None
+  files = data_sources.input_files(mlp.data.name, mlp.data.data_dir or None) if mlp else []
+  lm_configs = squareplus.lm_configs(config)
+  return files + (char_corpus.input_files(next(iter(lm_configs.values())).data.data_dir or None)
+                  if isinstance(lm_configs, dict) and lm_configs else [])
 
 
 def run(config, workdir, writer) -> dict:
