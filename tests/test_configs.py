@@ -220,6 +220,9 @@ def _check_lm_runs(results, c, steps, kinds, contexts):
     assert _finite(run["train_tokens_per_second"]) and run["train_tokens_per_second"] > 0
     kind = dict(c.kinds[run["kind"]])["kind"]
     assert (run["feature_dim"] is None) == (kind == "softmax")
+    # Per held-out window (for paired comparisons): their mean is the trainer's eval value.
+    assert len(run["heldout_bits_per_window"]) == c.data.heldout_windows
+    assert sum(run["heldout_bits_per_window"]) / c.data.heldout_windows == pytest.approx(run["heldout_bits_per_char"])
 
 
 def _check_attention_lm(results, c):
