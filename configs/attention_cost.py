@@ -31,6 +31,8 @@ def get_config(arg=None):
   c.max_score_bytes = 2 ** 30                # softmax core evaluated in head groups under this
   c.target_seconds = 1.5                     # repeats per measurement ~ target / first run time
   c.max_repeats = 10
+  # A measured crossover "agrees" with the note's when within this fraction of it (lmsys.claims).
+  c.claims = ml_collections.ConfigDict(dict(crossover_margin=0.25))
   if variants.smoke:
     c.num_heads, c.head_dim = 2, 16
     c.lengths = (32, 64, 128)

@@ -5,7 +5,7 @@ regression trained by the shared trainer,
 with scikit-learn's LogisticRegression (lbfgs) and LDA as outside references,
 on full training data and on 1,000 training samples.
 
-  python -m experiments.run --config configs/logreg.py          # bundled sets + synthetic, < 2 min on 2 cores
+  python -m experiments.run --config configs/logreg.py          # bundled sets + synthetic, 3-10 min on 2 shared cores
   python -m experiments.run --config configs/logreg.py:full     # + Fashion-MNIST and FewCLUE text features
   python -m experiments.run --config configs/logreg.py:smoke    # seconds, for tests
   python -m experiments.sweep --config configs/logreg.py --workdir runs/sweep_logreg   # shrinkage scan
@@ -52,7 +52,11 @@ def get_config(arg=None):
   # MLE baseline of the note: one dense layer, Adam 1e-3, batch 32, 10 epochs, no regularisation.
   # mle_long: the same, but at least long_min_steps steps (10 epochs of a small set is a few
   # hundred steps, far from the maximum-likelihood solution the note compares against).
-  c.mle = ml_collections.ConfigDict(dict(epochs=10, long_min_steps=3000))
+  # A fit counts as converged when its full-batch gradient is at most converged_rel_grad of
+  # the gradient at zero weights (lmsys.notes.logreg.relative_gradient).
+  c.mle = ml_collections.ConfigDict(dict(epochs=10, long_min_steps=3000, converged_rel_grad=1e-2))
+  # "About as accurate": test accuracies within close_margin (lmsys.claims, kind "close").
+  c.claims = ml_collections.ConfigDict(dict(close_margin=0.02))
   c.train = config_lib.train_defaults(
       num_steps=10**9,  # a cap: each model trains min(num_steps, ceil(epochs * N / batch)) steps
       batch_size=32, log_every=500, eval_every=10**9, checkpoint_every=10**9, progress_bar=False)

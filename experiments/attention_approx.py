@@ -1,184 +1,78 @@
-"""Kernel / output error of feature maps vs dimension, and ranks (configs/attention_approx.py)."""
+"""Note 3: kernel / output error of feature maps vs dimension, and ranks (configs/attention_approx.py).
+
+The measurements are `lmsys.notes.attention_approx`. Errors are single measurements on fixed
+inputs (FAVOR+: the mean of `favor_draws` draws), so the claims have no interval.
+"""
 
 from __future__ import annotations
 
-import math
-
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from lmsys.nn import attention as A
-from lmsys import metrics, trainer
+from lmsys import checks, metrics
+from lmsys import claims as C
 from lmsys.data import char_corpus
-from lmsys.config import ConfigError
-from lmsys.tasks import lm
+from lmsys.notes import attention_approx
+
+CHECKS = [(checks.trained,), (checks.positive_ints, "orders"), (checks.positive_ints, "favor_dims"),
+          (checks.divides, "context", "tokens_per_batch")]
 
 
 def validate(config) -> None:
-  trainer.validate_config(config)
-  try:  # files only; the corpus is read by run()
-    char_corpus.check_available(config.data.data_dir or None)
-  except ConfigError as e:
-    raise ConfigError(f"config key 'data.data_dir': {e}") from None
-  if any(not isinstance(p, int) or p < 1 for p in config.orders):
-    raise ConfigError(f"config key 'orders': expected positive integers, got {config.orders!r}")
-  if any(not isinstance(m, int) or m < 1 for m in config.favor_dims):
-    raise ConfigError(f"config key 'favor_dims': expected positive integers, got {config.favor_dims!r}")
-  if config.tokens_per_batch % config.context:
-    raise ConfigError("config key 'context': must divide tokens_per_batch")
+  checks.apply(config, CHECKS)
+  checks.data_files(config, "data.data_dir", lambda: char_corpus.check_available(config.data.data_dir or None))
 
 
-def _errors(q, k, v, causal, kind, **params):
-  """Relative Frobenius errors of the kernel and of the output vs softmax, and sign statistics."""
-  exact_k = A.kernel_matrix(q, k, kind="softmax")
-  approx_k = A.kernel_matrix(q, k, kind=kind, **params)
-  allowed = jnp.tril(jnp.ones(exact_k.shape[-2:], bool)) if causal else jnp.ones(exact_k.shape[-2:], bool)
-  diff = jnp.where(allowed, approx_k - exact_k, 0)
-  kernel_err = jnp.linalg.norm(diff) / jnp.linalg.norm(jnp.where(allowed, exact_k, 0))
-  exact = A.reference_attend(q, k, v, kind="softmax", causal=causal)
-  approx = A.reference_attend(q, k, v, kind=kind, causal=causal, **params)
-  output_err = jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)
-  normaliser = jnp.where(allowed, approx_k, 0).sum(-1)
-  # Fractions over the visible (query, key) pairs only: a causal run's masked half is not a pair.
-  visible_pairs = float(allowed.sum()) * (approx_k.size // allowed.size)  # float: n^2 * B * H overflows int32
-  negative = float(jnp.where(allowed, approx_k < 0, False).sum()) / visible_pairs
-  return {"kernel_rel_error": float(kernel_err), "output_rel_error": float(output_err),
-          "negative_kernel_fraction": float(negative),
-          "negative_normaliser_fraction": float((normaliser <= 0).mean())}
-
-
-def error_table(config, q, k, v, causal, rng):
-  """One row per (method, dimension)."""
-  d = q.shape[-1]
-  rows = []
-  for order in config.orders:
-    for kind in ("taylor", "limit"):
-      row = _errors(q, k, v, causal, kind, order=order)
-      rows.append({"method": f"{kind} P={order}", "family": kind, "feature_dim": A.feature_dim(kind, d, order=order), **row})
-  for orthogonal in (False, True):
-    for m in config.favor_dims:
-      draws = []
-      for i in range(config.favor_draws):
-        projection = A.favor_projection(jax.random.fold_in(rng, 1000 * m + i), m, d, orthogonal)
-        draws.append(_errors(q, k, v, causal, "favor", projection=projection))
-      mean = {key: float(np.mean([dr[key] for dr in draws])) for key in draws[0]}
-      family = "favor_orthogonal" if orthogonal else "favor_iid"
-      rows.append({"method": f"{family} m={m}", "family": family, "feature_dim": m, **mean})
-  row = _errors(q, k, v, causal, "linear", feature_map="elu")
-  rows.append({"method": "linear elu+1 (not an exp estimate)", "family": "linear", "feature_dim": d, **row})
-  return rows
-
-
-def rank_table(config, q, k, rng):
-  """Numerical rank of bidirectional attention matrices, first batch row and head.
-
-  (Causal attention matrices are lower triangular with a positive diagonal,
-  hence always full rank: the cap on rank only shows without the mask.)
-  """
-  q, k = q[:1, :, :1], k[:1, :, :1]
-  n, d = q.shape[1], q.shape[-1]
-  m = config.rank_favor_dim
-  projection = A.favor_projection(rng, m, d, True)
-  cases = [("softmax", {}, math.inf), ("linear", {"feature_map": "elu"}, d),
-           ("favor", {"projection": projection}, m)]
-  cases += [("taylor", {"order": p}, A.feature_dim("taylor", d, order=p)) for p in config.orders[:2]]
-  cases += [("limit", {"order": p}, A.feature_dim("limit", d, order=p)) for p in config.orders[:2]]
-  rows = []
-  for kind, params, dim in cases:
-    matrix = A.attention_matrix(q, k, kind=kind, **params)[0, 0]
-    label = kind + "".join(f" {key}={val}" for key, val in params.items() if key != "projection")
-    if kind == "favor":
-      label += f" m={m}"
-    rows.append({"attention": label, "feature_dim": None if dim == math.inf else dim, "n": n,
-                 "rank_bound": n if dim == math.inf else min(n, dim),
-                 "numerical_rank": A.numerical_rank(matrix, config.rank_rtol)})
-  return rows
-
-
-def trained_qk(config, workdir, writer):
-  """Trains the softmax char-LM briefly and returns q, k of every layer on held-out text."""
-  text = lm.load_corpus(config)
-  model, result = lm.train_lm(config, workdir, writer, text, "softmax", {}, config.context, "lm")
-  windows = char_corpus.heldout_windows(text.heldout, config.context, config.data.heldout_windows)
-  _, state = jax.jit(lambda p, w: model.apply({"params": p}, w[:, :-1], mutable=["intermediates"]))(
-      result.params, windows)
-  layers = state["intermediates"]["decoder"]
-  qks = [layers[name]["self_attention"]["qk"][0] for name in sorted(layers) if name.startswith("layer_")]
-  return qks, result
+def inputs(config) -> list[str]:
+  return char_corpus.input_files(config.data.data_dir or None)
 
 
 def run(config, workdir, writer) -> dict:
   # Full float32 products: on GPUs the default (TF32) would blur ranks and small errors.
   with jax.default_matmul_precision("highest"):
-    return _run(config, workdir, writer)
-
-
-def _run(config, workdir, writer) -> dict:
-  rng = jax.random.PRNGKey(config.seed)
-  r = config.random
-  keys = jax.random.split(rng, 4)
-  q, k, v = (jax.random.normal(key, (1, r.length, r.heads, r.head_dim)) for key in keys[:3])
-  results = {"random": {"shape": dict(r), "errors": error_table(config, q, k, v, False, keys[3]),
-                        "ranks": rank_table(config, q, k, keys[3])}}
-
-  qks, lm = trained_qk(config, workdir, writer)
-  results["trained"] = {"model": dict(config.model), "context": config.context, "lm_steps": lm.step,
-                        "lm_heldout_bits_per_char": lm.eval_metrics.get("bits_per_char"), "layers": {}}
-  for i, (tq, tk) in enumerate(qks):
-    tv = jax.random.normal(jax.random.fold_in(keys[2], i), tq.shape)
-    dots = jnp.einsum("bqhd,bkhd->bhqk", tq, tk) / math.sqrt(tq.shape[-1])
-    results["trained"]["layers"][f"layer_{i}"] = {
-        "scaled_dot_std": float(dots.std()), "scaled_dot_max": float(jnp.abs(dots).max()),
-        "errors_causal": error_table(config, tq, tk, tv, True, jax.random.fold_in(keys[3], i)),
-        "ranks": rank_table(config, tq, tk, keys[3])}
-  for source, rows in [("random", results["random"]["errors"])] + [
-      (f"trained/{name}", layer["errors_causal"]) for name, layer in results["trained"]["layers"].items()]:
-    for row in rows:
-      writer.write(int(row["feature_dim"]), f"{source}/{row['method']}", row)
-  results["winner_at_equal_dimension"] = _winners(results)
-  _figure(results, workdir)
+    results = attention_approx.measure(config, workdir, writer)
+  metrics.save_figure(attention_approx.error_figure(results), workdir, "attention_approx")
   return results
 
 
-def _winners(results):
-  """For each deterministic map's dimension, the family with the smallest output error near it."""
-  out = {}
-  for source, rows in [("random", results["random"]["errors"])] + [
-      (f"trained/{k}", v["errors_causal"]) for k, v in results["trained"]["layers"].items()]:
-    verdicts = []
-    for row in rows:
-      if row["family"] not in ("taylor", "limit"):
-        continue
-      dim = row["feature_dim"]
-      favor = [x for x in rows if x["family"] == "favor_orthogonal"]
-      nearest = min(favor, key=lambda x: abs(math.log(x["feature_dim"] / dim)))
-      verdicts.append({"method": row["method"], "feature_dim": dim,
-                       "output_rel_error": row["output_rel_error"],
-                       "favor_orthogonal_m": nearest["feature_dim"],
-                       "favor_output_rel_error": nearest["output_rel_error"],
-                       "better": row["method"] if row["output_rel_error"] < nearest["output_rel_error"]
-                                 else f"favor_orthogonal m={nearest['feature_dim']}"})
-    out[source] = verdicts
-  return out
-
-
-def _figure(results, workdir):
-  plt = metrics.pyplot()
-  sources = [("random q, k", results["random"]["errors"])]
-  layers = results["trained"]["layers"]
-  if layers:
-    name = sorted(layers)[-1]
-    sources.append((f"trained LM q, k ({name}, causal)", layers[name]["errors_causal"]))
-  fig, axes = plt.subplots(1, len(sources), figsize=(6 * len(sources), 4.2), squeeze=False)
-  for ax, (title, rows) in zip(axes[0], sources):
-    for family, style in (("favor_iid", "o--"), ("favor_orthogonal", "o-"), ("taylor", "s-"),
-                          ("limit", "^-"), ("linear", "x")):
-      pts = [(x["feature_dim"], x["output_rel_error"]) for x in rows if x["family"] == family]
-      if pts:
-        ax.loglog(*zip(*pts), style, label=family)
-    ax.set_xlabel("feature dimension")
-    ax.set_ylabel("relative error of the attention output")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-  metrics.save_figure(fig, workdir, "attention_approx")
+def claims(results, config) -> list[dict]:
+  d = results["random"]["shape"]["head_dim"]
+  out = []
+  for source, rows in [("random", results["random"]["ranks"])] + [
+      (f"trained/{n}", layer["ranks"]) for n, layer in results["trained"]["layers"].items()]:
+    rank = {r["attention"].split()[0]: r for r in rows}
+    head = d if source == "random" else results["trained"]["model"]["head_dim"]
+    out.append(C.claim("rank_not_capped", "3", "Softmax attention's rank is not capped at the head size d",
+                       dataset=source, metric="numerical rank of the n x n softmax attention matrix",
+                       value=rank["softmax"]["numerical_rank"], kind="higher", target=head,
+                       detail=f"d = {head}, n = {rank['softmax']['n']}"))
+    out.append(C.claim("linear_rank_capped", "3", "Linear attention's rank is capped at its feature dimension",
+                       dataset=source, metric="numerical rank of elu+1 linear attention", kind="at_most",
+                       value=rank["linear"]["numerical_rank"], target=rank["linear"]["feature_dim"],
+                       detail=f"feature dimension {rank['linear']['feature_dim']}"))
+  for source, rows in attention_approx.error_sources(results):
+    for family in ("taylor", "limit"):
+      by_order = sorted((int(r["method"].split("P=")[1]), r["output_rel_error"]) for r in rows if r["family"] == family)
+      if len(by_order) > 1:
+        (low, e_low), (high, e_high) = by_order[0], by_order[-1]
+        out.append(C.claim(f"{family}_converges", "3", f"The {family} map approaches softmax attention as its order "
+                           "P grows", dataset=source, metric=f"output error at P={high} minus at P={low}",
+                           value=e_high - e_low, kind="lower", detail=f"{e_low:.4g} -> {e_high:.4g}"))
+    favor = [r for r in rows if r["family"].startswith("favor")]
+    out.append(C.claim("favor_positive", "3", "FAVOR+ features are positive: its kernel is never negative",
+                       dataset=source, metric="largest fraction of negative kernel values", kind="at_most",
+                       value=max(r["negative_kernel_fraction"] for r in favor), target=0.0))
+    iid = {r["feature_dim"]: r["output_rel_error"] for r in favor if r["family"] == "favor_iid"}
+    orth = {r["feature_dim"]: r["output_rel_error"] for r in favor if r["family"] == "favor_orthogonal"}
+    diffs = [orth[m] - iid[m] for m in iid if m in orth]
+    out.append(C.claim("orthogonal_helps", "3", "Orthogonal random features lower FAVOR+'s error", dataset=source,
+                       metric="mean over m of output error, orthogonal - iid", value=sum(diffs) / len(diffs),
+                       interval=C.seed_interval(diffs), kind="lower",
+                       detail=f"lower at {sum(x < 0 for x in diffs)} of {len(diffs)} dimensions; t-interval over "
+                       f"the dimensions (each a mean of {config.favor_draws} draws)"))
+    odd = [r["negative_normaliser_fraction"] for r in rows
+           if r["family"] == "taylor" and int(r["method"].split("P=")[1]) % 2]
+    if odd and source.startswith("trained"):
+      out.append(C.claim("odd_orders_break", "3", "Odd-order Taylor truncations can make the normaliser <= 0",
+                         dataset=source, metric="largest fraction of queries with normaliser <= 0 (odd P)",
+                         value=max(odd), kind="higher", target=0.0))
+  return C.with_summaries(out)

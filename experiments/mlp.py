@@ -1,23 +1,26 @@
-"""MLP classifier trained by the shared trainer (configs/mlp.py)."""
+"""MLP classifier trained by the shared trainer (configs/mlp.py): the spine's demo, no note's claims."""
 
 from __future__ import annotations
 
 import os
 
-from lmsys import analysis, metrics, trainer
+from lmsys import analysis, checks, metrics
+from lmsys.data import sources
 from lmsys.nn import activations
-from lmsys.config import ConfigError
 from lmsys.tasks import classification
+
+CHECKS = [(checks.trained,), (checks.one_of, "model.activation", activations.ACTIVATIONS, "activation"),
+          (checks.positive_ints, "model.hidden", 1, True)]
 
 
 def validate(config) -> None:
-  trainer.validate_config(config)
-  if config.model.activation not in activations.ACTIVATIONS:
-    raise ConfigError(f"config key 'model.activation': unknown activation {config.model.activation!r} "
-                      f"(known: {', '.join(activations.ACTIVATIONS)})")
-  if not all(isinstance(w, int) and w > 0 for w in config.model.hidden):
-    raise ConfigError(f"config key 'model.hidden': expected positive integers, got {config.model.hidden!r}")
+  checks.apply(config, CHECKS)
   classification.check_data(config, config.data.name)
+
+
+def inputs(config) -> list[str]:
+  return sources.input_files(config.data.name, config.data.get("data_dir") or None,
+                             **classification.data_options(config, config.data.name))
 
 
 def run(config, workdir, writer) -> dict:
@@ -27,3 +30,9 @@ def run(config, workdir, writer) -> dict:
   title = f"MLP{tuple(config.model.hidden)} {config.model.activation} on {config.data.name}"
   metrics.save_figure(analysis.plot_curves(curves, title=title), workdir, "curves")
   return results
+
+
+def claims(results, config) -> list[dict]:
+  """None: the demo trains the configured MLP; note 8 compares activations with it."""
+  del results, config
+  return []

@@ -1,4 +1,9 @@
-"""Note 5: a small BERT pretrained from scratch with MLM + NSP (configs/nsp_bert_pretrain.py)."""
+"""Note 5: a small BERT pretrained from scratch with MLM + NSP (configs/nsp_bert_pretrain.py).
+
+Pretraining is `lmsys.tasks.bert_pretrain`; the workdir is what configs/nsp_bert.py loads
+(`--config.model.checkpoint=WORKDIR`). The claim: its NSP head learned something (above 0.5
+on held-out pairs; a binomial interval over those pairs).
+"""
 
 from __future__ import annotations
 
@@ -8,40 +13,40 @@ import shutil
 import jax
 import numpy as np
 
-from lmsys import analysis, metrics, trainer
-from lmsys.data import wordpiece
-from lmsys import config as config_lib
+from lmsys import analysis, checks, metrics
+from lmsys import claims as C
 from lmsys.config import ConfigError
+from lmsys.data import wordpiece
 from lmsys.tasks import bert_pretrain
+
+CHECKS = [(checks.trained,), (checks.each_one_of, "data.tasks", tuple(bert_pretrain.TEXT_FIELDS), "task"),
+          *[(checks.positive_int, f"pretrain.{k}") for k in ("max_length", "max_predictions", "eval_pairs",
+                                                              "eval_batch_size")],
+          (checks.fraction, "pretrain.mask_rate"), (checks.fraction, "pretrain.next_rate"),
+          (checks.fraction, "data.heldout_fraction")]
 
 
 def validate(config) -> None:
-  trainer.validate_config(config)
-  d, p = config.data, config.pretrain
-  unknown = [t for t in d.tasks if t not in bert_pretrain.TEXT_FIELDS]
-  if unknown or not d.tasks:
-    raise ConfigError(f"config key 'data.tasks': unknown or empty {unknown or list(d.tasks)} "
-                      f"(known: {', '.join(bert_pretrain.TEXT_FIELDS)})")
-  for task in d.tasks:  # files only: nothing is read here
-    try:
-      bert_pretrain.corpus_files(d.data_dir or None, [task], d.train_split)
-    except ConfigError as e:
-      raise ConfigError(f"config key 'data.data_dir': {e}") from None
+  d = config.data
+  if not d.tasks:
+    raise ConfigError(f"config key 'data.tasks': unknown or empty [] (known: {', '.join(bert_pretrain.TEXT_FIELDS)})")
+  checks.apply(config, CHECKS)
+  checks.data_files(config, "data.data_dir", lambda: bert_pretrain.corpus_files(d.data_dir or None, d.tasks,
+                                                                                d.train_split))
   bert_pretrain.vocab_path(d.data_dir or None, d.vocab_path)  # ConfigError naming the key
-  for key in ("max_length", "max_predictions", "eval_pairs", "eval_batch_size"):
-    config_lib.check_positive_int(config, f"pretrain.{key}")
-  for key in ("mask_rate", "next_rate"):
-    if not 0.0 < p[key] < 1.0:
-      raise ConfigError(f"config key 'pretrain.{key}': expected a number in (0, 1), got {p[key]!r}")
-  if not 0.0 < d.heldout_fraction < 1.0:
-    raise ConfigError(f"config key 'data.heldout_fraction': expected a number in (0, 1), got {d.heldout_fraction!r}")
   try:
     cfg = bert_pretrain.bert_config(config, vocab_size=1)
   except ConfigError as e:
     raise ConfigError(f"config key 'model': {e}") from None
-  if p.max_length > cfg.max_position_embeddings:
-    raise ConfigError(f"config key 'pretrain.max_length': {p.max_length} > model.max_position_embeddings "
-                      f"{cfg.max_position_embeddings}")
+  if config.pretrain.max_length > cfg.max_position_embeddings:
+    raise ConfigError(f"config key 'pretrain.max_length': {config.pretrain.max_length} > "
+                      f"model.max_position_embeddings {cfg.max_position_embeddings}")
+
+
+def inputs(config) -> list[str]:
+  d = config.data
+  return [path for _, path in bert_pretrain.corpus_files(d.data_dir or None, d.tasks, d.train_split)] + [
+      bert_pretrain.vocab_path(d.data_dir or None, d.vocab_path)]
 
 
 def run(config, workdir, writer) -> dict:
@@ -63,8 +68,10 @@ def run(config, workdir, writer) -> dict:
           "train": result.train_metrics, "heldout": result.eval_metrics}
 
 
-def summary(results) -> list[str]:
-  h = results["heldout"]
-  return [f"held-out MLM accuracy {h['mlm_accuracy']:.3f}, NSP accuracy {h['nsp_accuracy']:.3f} "
-          f"(chance 0.5) after {results['steps']} steps ({results['model']['parameters'] / 1e6:.1f}M parameters)"]
-
+def claims(results, config) -> list[dict]:
+  pairs, nsp = config.pretrain.eval_pairs, results["heldout"]["nsp_accuracy"]
+  return [C.claim("nsp_learned", "5", "The BERT pretrained here learns next-sentence prediction", kind="higher",
+                  metric="held-out NSP accuracy", value=nsp, target=0.5,
+                  interval=C.binomial_interval(round(nsp * pairs), pairs),
+                  detail=f"MLM accuracy {results['heldout']['mlm_accuracy']:.3f}; {pairs} held-out pairs; "
+                  f"{results['steps']} steps, {results['model']['parameters'] / 1e6:.1f}M parameters")]

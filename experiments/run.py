@@ -3,9 +3,11 @@
   python -m experiments.run --config configs/NAME.py[:ARG] [--workdir DIR] [--config.KEY=VALUE ...]
 
 `config.experiment` names a module `experiments/<experiment>.py` with
-`validate(config)` and `run(config, workdir, writer) -> results`, and
-optionally `summary(results) -> [lines]`: the note's claims with the measured
-numbers, printed under the results table and kept as `summary.txt`. Bad input is
+`validate(config)`, `run(config, workdir, writer) -> results` and
+`claims(results, config) -> [records]` (lmsys.claims: the note's claims with
+computed verdicts, kept as `claims.json` and printed as the last table), and
+optionally `inputs(config) -> [paths]`, the data files hashed into
+`provenance.json` (lmsys.provenance; written at the start, completed at the end). Bad input is
 reported as one line naming the bad thing, with exit code 2, before any
 compute and before anything is written. One run writes a workdir at a time
 (a lock file naming its host and pid; a second run is refused with exit 2).
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: {e}", file=sys.stderr)
       return 2
   try:
-    code = _run(module, config, config_json, workdir, primary)
+    code = _run(module, config, config_json, workdir, primary, argv, arg)
     if code == 2 and primary and created and _holds_only_the_runners_files(workdir):
       shutil.rmtree(created)  # bad input found by the experiment before it wrote anything: leave no trace
     return code
@@ -251,7 +253,7 @@ def _holds_only_the_runners_files(workdir: str) -> bool:
   """Whether `workdir` holds nothing but the runner's config.json and lock, an empty
   metrics.jsonl and TensorBoard's event file header: the experiment wrote nothing."""
   names = set(os.listdir(workdir))
-  if not names <= {"config.json", "LOCK", "metrics.jsonl", "tensorboard"}:
+  if not names <= {"config.json", "provenance.json", "LOCK", "metrics.jsonl", "tensorboard"}:
     return False
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics_path) and os.path.getsize(metrics_path):
@@ -260,43 +262,66 @@ def _holds_only_the_runners_files(workdir: str) -> bool:
   return not os.path.exists(board) or all(n.startswith("events.out.tfevents.") for n in os.listdir(board))
 
 
-def _run(module, config, config_json, workdir, primary) -> int:
-  from lmsys import checkpoint, trainer  # pylint: disable=g-import-not-at-top  (jax, after main's import)
+def _run(module, config, config_json, workdir, primary, argv=(), arg=None) -> int:
+  """Runs the experiment in `workdir`: provenance.json first, then results.json, the claims
+  (claims.json, printed as the last table; a `smoke` variant's are all `not measured`) and
+  the completed provenance."""
+  from lmsys import checkpoint, provenance, trainer  # pylint: disable=g-import-not-at-top  (jax, after main's import)
+  record = None
   if primary:
     metrics_lib.write_json(os.path.join(workdir, "config.json"), config_json)
+    inputs = module.inputs(config) if callable(getattr(module, "inputs", None)) else ()
+    record = provenance.start(workdir, command=provenance.command_line(argv), config_json=config_json,
+                              code_dir=os.path.dirname(os.path.abspath(module.__file__)), inputs=inputs)
     print(f"workdir: {workdir}", flush=True)
+  status = "failed"
   wandb = metrics_lib.check_log_config(config)
   if wandb is not None:
     wandb["name"] = os.path.basename(os.path.abspath(workdir))
   failure = None
-  with metrics_lib.Writer(workdir, enabled=primary, hparams=config_lib.flatten(config_json), wandb=wandb) as writer:
-    try:
-      results = module.run(config, workdir, writer)
-    except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
-      failure = (2, f"error: {e}")
-    except FloatingPointError as e:
-      failure = (3, f"error: {e}")
-    except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
-      failure = (1, f"error: {e}")
-    except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
-      failure = (128 + e.signum, f"stopped: {e}")
-  if failure:
-    # The error is dropped now: orbax's failed writes (if any) finish and are collected here,
-    # so whatever they report comes before the run's last line, not after it.
-    checkpoint.settle_failed_saves()
-    print(failure[1], file=sys.stderr, flush=True)
-    return failure[0]
-  if primary:
-    metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
-    print(format_results(results))
-    lines = module.summary(results) if callable(getattr(module, "summary", None)) else []
-    if lines:
-      text = "Summary (the note's claims, as measured by this run):\n" + "\n".join(f"- {l}" for l in lines)
-      with open(os.path.join(workdir, "summary.txt"), "w") as f:
-        f.write(text + "\n")
-      print("\n" + text)
-    print(f"workdir: {workdir}")
-  return 0
+  try:
+    with metrics_lib.Writer(workdir, enabled=primary, hparams=config_lib.flatten(config_json), wandb=wandb) as writer:
+      try:
+        results = module.run(config, workdir, writer)
+      except ConfigError as e:  # late, data-dependent checks (e.g. a shape in a file)
+        failure = (2, f"error: {e}", "failed (exit 2)")
+      except FloatingPointError as e:
+        failure = (3, f"error: {e}", "failed (exit 3)")
+      except (checkpoint.CheckpointError, checkpoint.CheckpointSaveError) as e:  # docs/reliability.md
+        failure = (1, f"error: {e}", "failed (exit 1)")
+      except trainer.Interrupted as e:  # SIGTERM/SIGINT: saved, resumable; 128 + signal as a shell would
+        failure = (128 + e.signum, f"stopped: {e}", f"stopped (exit {128 + e.signum})")
+    if failure:
+      # The error is dropped now: orbax's failed writes (if any) finish and are collected here,
+      # so whatever they report comes before the run's last line, not after it.
+      checkpoint.settle_failed_saves()
+      print(failure[1], file=sys.stderr, flush=True)
+      status = failure[2]
+      return failure[0]
+    if primary:
+      metrics_lib.write_json(os.path.join(workdir, "results.json"), results)
+      print(format_results(results))
+      smoke = "smoke" in [item.split("=")[0].strip() for item in (arg or "").split(",")]
+      write_claims(module, results, config, workdir, smoke)
+      print(f"workdir: {workdir}")
+    status = "done"
+    return 0
+  finally:
+    if record is not None:
+      provenance.finish(workdir, record, status)
+
+
+def write_claims(module, results, config, workdir, smoke: bool = False) -> list[dict]:
+  """The experiment's `claims(results, config)` -> workdir/claims.json, printed as a table."""
+  from lmsys import claims as claims_lib  # pylint: disable=g-import-not-at-top
+  records = module.claims(results, config) if callable(getattr(module, "claims", None)) else []
+  if smoke:
+    records = claims_lib.smoke(records)
+  claims_lib.write(workdir, records)
+  if records:
+    print("\nClaims (the note's claims, as measured by this run):\n" + claims_lib.format_table(records))
+  return records
+
 
 if __name__ == "__main__":
   initialize_distributed()

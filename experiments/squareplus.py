@@ -1,170 +1,77 @@
 """Note 8: SquarePlus constants, speed, and its effect on trained models (configs/squareplus.py).
 
-The trained models are other experiments' own configs, trained through the library's
-task code once per activation at equal steps: the MLP of configs/mlp.py
-(lmsys.tasks.classification) and, where configs/attention_approx_lm.py exists with a
-`model.activation` key, its char LM (lmsys.tasks.lm).
+Constants, speed and the trained models are `lmsys.notes.squareplus`. The MLP claims pair
+the activations seed by seed (a t-interval over seeds); speed claims are ratios of two
+timings in one run (no interval).
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from lmsys import metrics, trainer
+from lmsys import checks, metrics
+from lmsys import claims as C
 from lmsys.data import char_corpus
-from lmsys.nn import activations, attention
+from lmsys.data import sources as data_sources
+from lmsys.nn import activations
 from lmsys.notes import squareplus
-from lmsys.config import ConfigError, check_positive_int, get, load_config_file
-from lmsys.tasks import classification, lm
+
+CHECKS = [*[(checks.positive_int, k) for k in ("speed.size", "speed.repeats", "mlp.num_steps",
+                                               "attention_lm.num_steps")],
+          *[(checks.each_one_of, k, activations.ACTIVATIONS, "activation")
+            for k in ("speed.activations", "mlp.activations", "attention_lm.activations")]]
+NOTE = {"b_min_above_softplus": 4 * np.log(2.0) ** 2, "minimax_b": 1.52382103, "minimax_max_error": 0.075931}
 
 
 def validate(config) -> None:
-  for key in ("speed.size", "speed.repeats", "mlp.num_steps", "attention_lm.num_steps"):
-    check_positive_int(config, key)
-  for key in ("speed.activations", "mlp.activations", "attention_lm.activations"):
-    for name in get(config, key):
-      if name not in activations.ACTIVATIONS:
-        raise ConfigError(f"config key '{key}': unknown activation {name!r} "
-                          f"(known: {', '.join(activations.ACTIVATIONS)})")
-  for act in config.mlp.activations:
-    for seed in config.mlp.seeds:
-      c = mlp_config(config, act, seed)
-      trainer.validate_config(c)
-      classification.check_data(c, c.data.name)
-  configs = lm_configs(config)
-  for c in (configs.values() if isinstance(configs, dict) else ()):
-    trainer.validate_config(c)
-    try:  # files only; the corpus is read by run()
-      char_corpus.check_available(c.data.data_dir or None)
-    except ConfigError as e:
-      raise ConfigError(f"config key 'attention_lm' ({config.attention_lm.config}): {e}") from None
+  checks.apply(config, CHECKS)
+  squareplus.check_trained_configs(config)
 
 
-def mlp_config(config, activation: str, seed: int):
-  c = load_config_file(config.mlp.config, config.mlp.variant or None)
-  c.data.name = config.mlp.dataset
-  c.data.data_dir = config.mlp.data_dir  # "" = the loader's own default
-  c.model.activation = activation
-  c.seed = seed
-  c.train.num_steps = config.mlp.num_steps
-  c.train.eval_every = c.train.checkpoint_every = config.mlp.num_steps
-  c.train.progress_bar = False
-  return c
-
-
-def run_mlp(config, workdir, writer):
-  rows = {}
-  for act in config.mlp.activations:
-    runs = [classification.train_mlp(mlp_config(config, act, seed), workdir, writer, name=f"mlp_{act}_seed{seed}")
-            for seed in config.mlp.seeds]
-    row = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-    if len(runs) > 1:
-      row["test_accuracy_std"] = float(np.std([r["test_accuracy"] for r in runs]))
-    row["seeds"] = len(runs)
-    rows[act] = row
-    writer.write(config.mlp.num_steps, f"mlp/{act}", row)
-  return rows
-
-
-def text_lm_corpus(c, corpora: dict):
-  """The char corpus of config `c`, read once per distinct data setting of this run."""
-  key = (c.data.data_dir, c.data.min_count, c.data.max_documents, c.seed)
-  if key not in corpora:
-    corpora[key] = lm.load_corpus(c)
-  return corpora[key]
-
-
-def lm_configs(config):
-  """{activation: the char-LM config to train} from configs/attention_approx_lm.py, or a reason to skip."""
-  cfg = config.attention_lm
-  if not cfg.activations:
-    return "no activations configured"
-  if not os.path.isfile(cfg.config):
-    return f"{cfg.config} does not exist"
-  out = {}
-  for act in cfg.activations:
-    c = load_config_file(cfg.config, cfg.variant or None)
-    if get(c, "model.activation") is None:
-      return f"{cfg.config} has no model.activation key"
-    c.model.activation = act
-    c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = cfg.num_steps
-    if get(c, "kinds") is not None:
-      missing = [k for k in cfg.kinds if k not in c.kinds]
-      if missing:
-        raise ConfigError(f"config key 'attention_lm.kinds': {missing} not in {cfg.config}'s kinds")
-      c.kinds = {k: c.kinds[k].to_dict() for k in cfg.kinds}
-    if get(c, "contexts") is not None:
-      c.contexts = tuple(cfg.contexts)
-    c.train.progress_bar = False
-    for name, spec in c.kinds.items():
-      if spec.get("kind") not in attention.KINDS:
-        raise ConfigError(f"{cfg.config}: kinds.{name}.kind {spec.get('kind')!r} is not an attention kind")
-    out[act] = c
-  return out
-
-
-def run_attention_lm(config, workdir):
-  """The char LM of configs/attention_approx_lm.py per FFN activation, or why it was not run."""
-  configs = lm_configs(config)
-  if isinstance(configs, str):
-    return {"skipped": configs}
-  rows, corpora = {}, {}
-  for act, c in configs.items():
-    subdir = os.path.join(workdir, "attention_lm", act)
-    with metrics.Writer(subdir) as sub_writer:
-      result = lm.train_every_kind(c, subdir, sub_writer, text_lm_corpus(c, corpora), log=None)
-    metrics.write_json(os.path.join(subdir, "results.json"), result)
-    rows[act] = result
-  return rows
-
-
-def speed_figure(speed, mlp_rows):
-  plt = metrics.pyplot()
-  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-  names = list(speed)
-  x = np.arange(len(names))
-  a.bar(x - 0.2, [speed[n]["forward_ratio_to_relu"] for n in names], 0.4, label="forward")
-  a.bar(x + 0.2, [speed[n]["forward_backward_ratio_to_relu"] for n in names], 0.4, label="forward+backward")
-  a.set_xticks(x, names, rotation=20)
-  a.set(ylabel="time / relu time", title="activation speed")
-  a.legend(fontsize=8)
-  acts = list(mlp_rows)
-  b.bar(np.arange(len(acts)), [mlp_rows[k]["test_accuracy"] for k in acts])
-  low = min(mlp_rows[k]["test_accuracy"] for k in acts)
-  b.set_ylim(max(0.0, low - 0.02), min(1.0, max(mlp_rows[k]["test_accuracy"] for k in acts) + 0.01))
-  b.set_xticks(np.arange(len(acts)), acts, rotation=20)
-  b.set(ylabel="test accuracy", title="MLP at equal steps")
-  return fig
-
-
-def curve_figure(const):
-  plt = metrics.pyplot()
-  xs = np.linspace(-6, 6, 601)
-  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-  a.plot(xs, squareplus.softplus_np(xs), "k", label="softplus")
-  for b_value, label in ((0.0, "b=0 (relu)"), (const["minimax_b"], "b=minimax"),
-                         (const["b_min_above_softplus"], "b=4 log^2 2"), (4.0, "b=4")):
-    a.plot(xs, squareplus.squareplus_np(xs, b_value), label=label)
-    if b_value > 0:
-      b.plot(xs, squareplus.gap(xs, b_value), label=label)
-  b.axhline(0, color="k", lw=0.8)
-  a.legend(fontsize=8)
-  b.set(title="squareplus - softplus")
-  b.legend(fontsize=8)
-  return fig
+def inputs(config) -> list[str]:
+  """The MLP's data set files and, where the char LM runs, its corpus."""
+  mlp = squareplus.mlp_config(config, config.mlp.activations[0], config.mlp.seeds[0]) if config.mlp.activations else None
+  files = data_sources.input_files(mlp.data.name, mlp.data.data_dir or None) if mlp else []
+  lm_configs = squareplus.lm_configs(config)
+  return files + (char_corpus.input_files(next(iter(lm_configs.values())).data.data_dir or None)
+                  if isinstance(lm_configs, dict) and lm_configs else [])
 
 
 def run(config, workdir, writer) -> dict:
   const = squareplus.constants()
   writer.write(0, "constants", const)
-  metrics.save_figure(curve_figure(const), workdir, "squareplus_vs_softplus")
-  speed = squareplus.activation_speed(config.speed.activations, size=config.speed.size,
-                                           repeats=config.speed.repeats)
+  metrics.save_figure(squareplus.curve_figure(const), workdir, "squareplus_vs_softplus")
+  speed = squareplus.activation_speed(config.speed.activations, size=config.speed.size, repeats=config.speed.repeats)
   for name, row in speed.items():
     writer.write(0, f"speed/{name}", row)
-  mlp_rows = run_mlp(config, workdir, writer)
-  metrics.save_figure(speed_figure(speed, mlp_rows), workdir, "speed_and_mlp")
+  mlp_rows = squareplus.run_mlp(config, workdir, writer)
+  metrics.save_figure(squareplus.speed_figure(speed, mlp_rows), workdir, "speed_and_mlp")
   return {"constants": const, "speed": speed, "mlp": mlp_rows,
-          "attention_lm": run_attention_lm(config, workdir)}
+          "attention_lm": squareplus.run_attention_lm(config, workdir)}
+
+
+def claims(results, config) -> list[dict]:
+  const, out = results["constants"], []
+  for key, text, digits in (("b_min_above_softplus", "SquarePlus >= softplus everywhere iff b >= 4 log^2 2 = 1.92181", 6),
+                            ("minimax_b", "The minimax fit of SquarePlus to softplus is b = 1.52382103", 8),
+                            ("minimax_max_error", "The largest error of that fit is 0.075931", 6)):
+    out.append(C.claim(key, "8", text, metric="computed constant", value=const[key], kind="close",
+                       target=float(NOTE[key]), margin=0.5 * 10.0 ** -digits,
+                       detail=f"the note's value to the {digits} decimals it gives"))
+  speed = results["speed"]
+  if "softplus" in speed and "squareplus" in speed:
+    for key in ("forward_ms", "forward_backward_ms"):
+      out.append(C.claim("faster_than_softplus", "8", "SquarePlus is cheaper to compute than softplus",
+                         dataset=key[:-3], metric="SquarePlus time / softplus time", kind="lower", target=1.0,
+                         value=speed["squareplus"][key] / speed["softplus"][key],
+                         detail=f"{speed['squareplus'][key]:.3g} ms vs {speed['softplus'][key]:.3g} ms"))
+  mlp = results["mlp"]
+  for other in ("relu", "softplus", "gelu"):
+    if other in mlp and "squareplus" in mlp:
+      diffs = np.subtract(mlp["squareplus"]["test_accuracy_seeds"], mlp[other]["test_accuracy_seeds"])
+      out.append(C.claim("same_accuracy", "8", "SquarePlus in place of another activation trains as well "
+                         "(within 1 point) at equal steps", dataset=f"MLP, vs {other}", kind="close", margin=0.01,
+                         metric="test accuracy difference, paired by seed", value=float(diffs.mean()),
+                         interval=C.seed_interval(diffs), detail=f"{len(diffs)} seeds, {config.mlp.dataset}, "
+                         f"{config.mlp.num_steps} steps"))
+  return C.with_summaries(out)

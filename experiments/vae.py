@@ -1,212 +1,80 @@
-"""Note 6: VAE vs IWAE training, and their test log-likelihood by importance sampling.
+"""Note 6: VAE vs IWAE training, and their test log-likelihood by importance sampling (configs/vae.py).
 
-For every (stochastic layers, training k) in the config: train with the shared
-trainer on dynamically binarised images (loss -IWAE_k; k=1 is the VAE), then on a
-fixed binarisation of test images estimate log p(x) with eval.num_samples (5,000)
-importance samples, and in the same pass the bounds IWAE_k for k in eval.bound_ks.
+Training and evaluation are `lmsys.notes.vae` (the estimator: `lmsys.tasks.density`). All
+models are evaluated on the same test images, so model differences get a paired bootstrap
+interval over images (one training seed: seed-to-seed spread is not in it; the sweep of
+configs/vae.py gives it).
 """
 
 from __future__ import annotations
 
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lmsys import analysis, data, metrics, timing, trainer
-from lmsys.tasks import density
+from lmsys import checks, data, metrics
+from lmsys import claims as C
 from lmsys.config import ConfigError
-from lmsys.models import vae
+from lmsys.models import vae as vae_model
+from lmsys.notes import vae
 
-# IWAE paper (Burda et al. 2015, table 1), MNIST test NLL in nats, k=5000 estimate.
-PAPER_MNIST_NLL = {"L1_k1": 86.76, "L1_k5": 85.54, "L1_k50": 84.78,
-                   "L2_k1": 85.33, "L2_k5": 83.89, "L2_k50": 82.90}
-
-
-def run_names(config) -> list[tuple[str, int, int]]:
-  return [(f"L{layers}_k{k}", layers, k)
-          for layers in config.model.num_layers for k in config.model.train_ks]
-
-
-def load_data(config):
-  """(train_x in [0, 1], test images binarised once with a fixed seed), both float32 [N, D]."""
-  dataset = data.load_arrays(config.data.name, data_dir=config.data.data_dir or None)
-  pixel_scale = float(config.data.pixel_scale)
-  train_x = dataset["train"]["x"].reshape(len(dataset["train"]["x"]), -1) / pixel_scale
-  test_x = dataset["test"]["x"].reshape(len(dataset["test"]["x"]), -1) / pixel_scale
-  for split, x in (("train", train_x), ("test", test_x)):
-    if x.min() < 0 or x.max() > 1:
-      raise ConfigError(f"config key 'data.pixel_scale': {split} pixels / {pixel_scale} span "
-                        f"[{x.min():g}, {x.max():g}], not [0, 1]")
-  seed = int(config.data.binarize_seed)
-  test_x = data.subsample({"x": test_x}, int(config.eval.test_size), seed)["x"]
-  # The test set is binarised once (fixed seed) so every model sees the same images.
-  test_bin = (np.random.default_rng(seed).random(test_x.shape) < test_x).astype(np.float32)
-  return train_x.astype(np.float32), test_bin
+CHECKS = [(checks.trained,), (checks.each_one_of, "model.num_layers", sorted(vae_model.ARCHITECTURES), "layers"),
+          (checks.positive_ints, "model.train_ks"), (checks.divides, "eval.chunk_size", "eval.num_samples")]
 
 
 def validate(config) -> None:
-  trainer.validate_config(config)
-  for layers in config.model.num_layers:
-    if layers not in vae.ARCHITECTURES:
-      raise ConfigError(f"config key 'model.num_layers': {layers} not in {sorted(vae.ARCHITECTURES)}")
-  if not all(isinstance(k, int) and k > 0 for k in config.model.train_ks):
-    raise ConfigError(f"config key 'model.train_ks': expected positive integers, got {config.model.train_ks!r}")
-  ev = config.eval
-  if ev.num_samples % ev.chunk_size:
-    raise ConfigError(f"config key 'eval.num_samples': {ev.num_samples} is not a multiple of "
-                      f"eval.chunk_size {ev.chunk_size}")
-  bad = [k for k in ev.bound_ks if ev.chunk_size % k]
+  checks.apply(config, CHECKS)
+  bad = [k for k in config.eval.bound_ks if config.eval.chunk_size % k]
   if bad:
-    raise ConfigError(f"config key 'eval.bound_ks': {bad} do not divide eval.chunk_size {ev.chunk_size}")
-  try:  # names and files only: the pixel range is checked when run() loads the data
-    data.check_available(config.data.name, config.data.data_dir or None)
-  except ConfigError as e:
-    raise ConfigError(f"config key 'data.name' = {config.data.name!r}: {e}") from None
+    raise ConfigError(f"config key 'eval.bound_ks': {bad} do not divide eval.chunk_size {config.eval.chunk_size}")
+  checks.datasets(config, "data.name", lambda name: data.check_available(name, config.data.data_dir or None))
 
 
-def make_loss_fn(model, k: int):
-  def loss_fn(params, batch, rng):
-    binarize_rng, sample_rng = jax.random.split(rng)
-    x = vae.dynamic_binarize(binarize_rng, batch["x"])  # a fresh binarisation every step
-    log_w = model.apply({"params": params}, x, sample_rng, k)  # [k, B]
-    return density.iwae_loss(log_w), {"elbo": log_w.mean(), f"iwae_{k}": -density.iwae_loss(log_w)}
-  return loss_fn
-
-
-def make_apply(model):
-  return lambda params, x, rng, num_samples: model.apply({"params": params}, x, rng, num_samples)
-
-
-def train_and_evaluate(config, workdir, writer, name, layers, k, train_x, test_x):
-  """Trains one model; returns (results, model, params)."""
-  model = vae.make_model(layers, input_size=train_x.shape[1])
-  apply = make_apply(model)
-  ev = config.eval
-  monitor_x = test_x[:ev.during_train_images]
-
-  # Cheap progress check during training: ELBO and IWAE_k on a few test images.
-  monitor_samples = max(ev.during_train_samples, k)
-  monitor = density.make_estimator(apply, monitor_samples, monitor_samples, sorted({1, k}))
-  eval_fn = lambda params: density.summarize(
-      density.evaluate_dataset(monitor, params, monitor_x, jax.random.key(1), ev.batch_size))
-
-  with timing.Stopwatch() as train_watch:
-    result = trainer.train(
-        config, workdir, writer,
-        init_fn=lambda rng: model.init(rng, jnp.zeros((1, train_x.shape[1])), rng)["params"],
-        loss_fn=make_loss_fn(model, k),
-        batch_fn=data.make_batch_fn({"x": train_x}, config.train.batch_size, config.seed),
-        eval_fn=eval_fn, name=name)
-  train_seconds = train_watch.seconds
-
-  with timing.Stopwatch() as eval_watch:
-    estimator = density.make_estimator(apply, ev.num_samples, ev.chunk_size, ev.bound_ks)
-    per_image = density.evaluate_dataset(estimator, result.params, test_x,
-                                      jax.random.key(config.seed + 7), ev.batch_size)
-  eval_seconds = eval_watch.seconds
-  summary = density.summarize(per_image)
-  writer.write(result.step, f"{name}/test", summary)
-  out = {
-      **summary,
-      "gap_elbo_to_log_px": summary["log_px"] - summary["iwae_1"],
-      "nll": -summary["log_px"],
-      "min_ess": float(per_image["ess"].min()),
-      "steps": result.step,
-      "steps_per_second": result.steps_per_second,
-      "train_seconds": train_seconds,
-      "eval_seconds": eval_seconds,
-      "eval_images_per_second": len(test_x) / eval_seconds,
-      "paper_mnist_nll": PAPER_MNIST_NLL.get(name),
-  }
-  return out, model, result.params
-
-
-def _gap_figure(results, bound_ks, num_samples):
-  plt = metrics.pyplot()
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for name, r in results.items():
-    gaps = [r["log_px"] - r[f"iwae_{k}"] for k in bound_ks]
-    errs = [r[f"iwae_{k}_se"] for k in bound_ks]
-    ax.errorbar(bound_ks, gaps, yerr=errs, marker="o", capsize=3, label=name)
-  ax.set_xscale("log")
-  ax.set_yscale("symlog", linthresh=0.1)
-  ax.set_xlabel("k (importance samples in the bound)")
-  ax.set_ylabel(f"log p(x) [k={num_samples}] - IWAE_k  (nats)")
-  ax.set_title("Gap between the bounds and the log p(x) estimate")
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=8)
-  return fig
-
-
-def _curves_figure(workdir, names):
-  plt = metrics.pyplot()
-  rows = analysis.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for name in names:
-    evals = rows[rows["split"] == f"{name}/eval"] if len(rows) else rows
-    if len(evals):
-      ax.plot(evals["step"], evals["iwae_1"], marker=".", label=name)
-  ax.set_xlabel("training step")
-  ax.set_ylabel("test ELBO on the monitor images (nats)")
-  ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=8)
-  return fig
-
-
-def _samples_figure(models, side):
-  plt = metrics.pyplot()
-  fig, axes = plt.subplots(1, len(models), figsize=(2.2 * len(models), 2.4))
-  axes = np.atleast_1d(axes)
-  for ax, (name, (model, params)) in zip(axes, models.items()):
-    z = jax.random.normal(jax.random.key(0), (16, model.latent_sizes[-1]))
-    probs = np.asarray(model.apply({"params": params}, z, method=vae.VAE.decode_mean))
-    tiles = probs.reshape(4, 4, side, side).transpose(0, 2, 1, 3).reshape(4 * side, 4 * side)
-    ax.imshow(tiles, cmap="gray", vmin=0, vmax=1)
-    ax.set_title(name, fontsize=9)
-    ax.axis("off")
-  return fig
-
-
-def markdown_table(results: dict) -> str:
-  """The results table of docs/results/vae.md: bounds and estimates as NLL (nats, lower is better)."""
-  ks = sorted(int(key.split("_")[1]) for key in next(iter(results["models"].values()))
-              if key.startswith("iwae_") and not key.endswith("_se"))
-  n = results["num_samples"]
-  head = (["model", "-ELBO"] + [f"-IWAE_{k}" for k in ks if k > 1]
-          + [f"NLL (k={n:,}) ± MC se", "ELBO gap", "min ESS", "train s", "eval img/s",
-             "IWAE paper, MNIST (other dataset)"])
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for name, r in results["models"].items():
-    paper = r.get("paper_mnist_nll")
-    cells = ([name, f"{-r['iwae_1']:.2f}"] + [f"{-r[f'iwae_{k}']:.2f}" for k in ks if k > 1]
-             + [f"{r['nll']:.2f} ± {r['log_px_se']:.3f}", f"{r['gap_elbo_to_log_px']:.2f}",
-                f"{r['min_ess']:.1f}", f"{r['train_seconds']:.0f}", f"{r['eval_images_per_second']:.1f}",
-                "—" if paper is None else f"{paper:.2f}"])
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+def inputs(config) -> list[str]:
+  return data.sources.input_files(config.data.name, config.data.data_dir or None)
 
 
 def run(config, workdir, writer) -> dict:
-  train_x, test_x = load_data(config)
-  results, models = {}, {}
-  for name, layers, k in run_names(config):
-    results[name], model, params = train_and_evaluate(config, workdir, writer, name, layers, k,
-                                                      train_x, test_x)
+  train_x, test_x = vae.load_data(config)
+  results, models, per_image = {}, {}, {}
+  for name, layers, k in vae.run_names(config):
+    results[name], model, params, per_image[name] = vae.train_and_evaluate(config, workdir, writer, name, layers, k,
+                                                                             train_x, test_x)
     models[name] = (model, params)
   ev = config.eval
-  metrics.save_figure(_gap_figure(results, list(ev.bound_ks), ev.num_samples), workdir, "bound_gap_vs_k")
+  metrics.save_figure(vae.gap_figure(results, list(ev.bound_ks), ev.num_samples), workdir, "bound_gap_vs_k")
   writer.flush()
-  metrics.save_figure(_curves_figure(workdir, list(results)), workdir, "training_curves")
+  metrics.save_figure(vae.curves_figure(workdir, list(results)), workdir, "training_curves")
   side = int(round(np.sqrt(next(iter(models.values()))[0].input_size)))
-  metrics.save_figure(_samples_figure(models, side), workdir, "samples")
-  out = {
-      "dataset": config.data.name,
-      "test_images": int(len(test_x)),
-      "num_samples": ev.num_samples,
-      "models": results,
-  }
+  metrics.save_figure(vae.samples_figure(models, side), workdir, "samples")
+  out = {"dataset": config.data.name, "test_images": int(len(test_x)), "num_samples": ev.num_samples,
+         "models": results, "paired_intervals": vae.paired_intervals(per_image)}
   with open(os.path.join(workdir, "table.md"), "w") as f:
-    f.write(markdown_table(out))
+    f.write(vae.markdown_table(out))
   return out
+
+
+def claims(results, config) -> list[dict]:
+  models, out = results["models"], []
+  for name, r in models.items():
+    k_max = max(config.eval.bound_ks)
+    se = float(np.hypot(r["log_px_se"], r["iwae_1_se"]))
+    out.append(C.claim("elbo_below_log_px", "6", "The ELBO lies below the importance-sampling estimate of log p(x)",
+                       dataset=name, metric="log p(x) - ELBO (nats)", value=r["gap_elbo_to_log_px"], kind="higher",
+                       interval=[r["gap_elbo_to_log_px"] - 1.96 * se, r["gap_elbo_to_log_px"] + 1.96 * se],
+                       detail=f"Monte-Carlo standard errors; {results['num_samples']:,} samples"))
+    out.append(C.claim("bounds_grow_with_k", "6", "IWAE_k grows with k toward log p(x)", dataset=name, kind="higher",
+                       metric=f"IWAE_{k_max} - IWAE_1 (nats)", value=r[f"iwae_{k_max}"] - r["iwae_1"],
+                       detail=f"IWAE_{k_max} {r[f'iwae_{k_max}']:.3f}, log p(x) {r['log_px']:.3f}"))
+  for pair, interval in results["paired_intervals"].items():
+    a, b = pair.split("-")
+    if not b.endswith("_k1"):
+      continue  # each IWAE against the VAE of the same architecture
+    for key, claim_id, text in (("log_px", "iwae_better_log_px", "IWAE training (k > 1) gives a better log p(x) "
+                                 "than the VAE"), ("iwae_1", "iwae_worse_elbo", "IWAE training gives a worse ELBO")):
+      value = models[a][key] - models[b][key]
+      out.append(C.claim(claim_id, "6", text, dataset=pair, metric=f"{key} difference (nats, higher = {a} better)",
+                         value=value, interval=interval[key], kind="higher" if key == "log_px" else "lower",
+                         detail=f"{a} {models[a][key]:.3f} vs {b} {models[b][key]:.3f}; paired bootstrap over "
+                         f"{results['test_images']} test images, one training seed"))
+  return C.with_summaries(out)

@@ -1,6 +1,8 @@
 """Reading runs back, for notebooks: one workdir -> config, metrics, results, params.
 
   run = load_run("runs/mlp/20261124-101500")
+  run.claims                        # the note's claims with verdicts (claims.json)
+  run.provenance["git"]["commit"]   # where it came from (provenance.json)
   run.metrics.query("split == 'eval'").plot(x="step", y="accuracy")
   params = run.restore()            # latest checkpoint, no model code needed
   table = load_runs("runs/")        # one row per run: config fields + results
@@ -18,8 +20,10 @@ import ml_collections
 import pandas as pd
 
 from lmsys import checkpoint
+from lmsys import claims as claims_lib
 from lmsys import metrics as metrics_lib
 from lmsys import layout
+from lmsys import provenance as provenance_lib
 from lmsys.config import flatten
 
 
@@ -29,6 +33,8 @@ class Run:
   config: ml_collections.ConfigDict
   metrics: pd.DataFrame
   results: dict
+  provenance: dict | None = None   # provenance.json: commit, command, versions, inputs, times
+  claims: list | None = None       # claims.json: the note's claims with verdicts (lmsys.claims)
 
   def checkpoint_dir(self, name: str = "") -> str:
     return os.path.join(self.workdir, "checkpoints", name)
@@ -72,7 +78,8 @@ def load_run(workdir: str) -> Run:
   if os.path.exists(results_path):
     with open(results_path) as f:
       results = json.load(f)
-  return Run(workdir, config, read_metrics(os.path.join(workdir, "metrics.jsonl")), results)
+  return Run(workdir, config, read_metrics(os.path.join(workdir, "metrics.jsonl")), results,
+             provenance=provenance_lib.read(workdir), claims=claims_lib.read(workdir))
 
 
 def load_runs(directory: str) -> pd.DataFrame:

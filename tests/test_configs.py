@@ -16,6 +16,7 @@ import pytest
 
 from experiments import run as run_lib
 from experiments import sweep as sweep_main
+from lmsys import claims as claims_lib
 from lmsys import config as config_lib
 from lmsys.launch import sweep
 from tests import fixture_data
@@ -216,6 +217,9 @@ def _check_lm_runs(results, c, steps, kinds, contexts):
     assert _finite(run["train_tokens_per_second"]) and run["train_tokens_per_second"] > 0
     kind = dict(c.kinds[run["kind"]])["kind"]
     assert (run["feature_dim"] is None) == (kind == "softmax")
+    # Per held-out window (for paired comparisons): their mean is the trainer's eval value.
+    assert len(run["heldout_bits_per_window"]) == c.data.heldout_windows
+    assert sum(run["heldout_bits_per_window"]) / c.data.heldout_windows == pytest.approx(run["heldout_bits_per_char"])
 
 
 def _check_attention_lm(results, c):
@@ -357,3 +361,10 @@ def test_smoke_run_end_to_end(name, tmp_path, fixture_data_env):
   assert list((workdir / "figures").glob("*.png")), "no figure written"
   config = config_lib.load_config_file(str(REPO / "configs" / f"{name}.py"), "smoke")
   CONTENT_CHECKS[name](results, config)
+  # The note's claims: well-formed records, none judged on a smoke run (lmsys.claims).
+  records = json.loads((workdir / "claims.json").read_text())
+  assert records, f"{name}: no claims"
+  for record in records:
+    claims_lib.check_record(record)
+    assert record["verdict"] == "not measured", record
+  assert json.loads((workdir / "provenance.json").read_text())["status"] == "done"

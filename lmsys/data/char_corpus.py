@@ -53,6 +53,11 @@ def check_available(data_dir: str | None = None) -> None:
   _sources(data_dir)
 
 
+def input_files(data_dir: str | None = None) -> list[str]:
+  """The files the corpus is read from (for a run's provenance)."""
+  return [path for path, _ in _sources(data_dir)]
+
+
 def read_documents(data_dir: str | None = None) -> list[str]:
   """FewCLUE unlabeled sentences and KgCLUE questions, in a fixed order.
 

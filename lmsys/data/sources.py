@@ -66,6 +66,31 @@ def check_available(name: str, data_dir: str | None = None, **options) -> None:
   raise ConfigError(f"unknown dataset {name!r} (known: {', '.join(known_datasets())})")
 
 
+SKLEARN_FILES = {"digits": "digits.csv.gz", "breast_cancer": "breast_cancer.csv", "wine": "wine_data.csv",
+                 "iris": "iris.csv"}
+
+
+def input_files(name: str, data_dir: str | None = None, **options) -> list[str]:
+  """The files `load_arrays(name, ...)` reads, for a run's provenance (lmsys.provenance).
+
+  scikit-learn's bundled sets: the CSV shipped in sklearn.datasets; Fashion-MNIST: the four
+  IDX files; FewCLUE: the split files, the label list and unlabeled.json where the task has
+  one. A prepared TFDS dataset is a directory of shards: none are listed.
+  """
+  if name in SKLEARN_SETS:
+    import importlib.resources  # pylint: disable=g-import-not-at-top
+    return [str(importlib.resources.files("sklearn.datasets.data") / SKLEARN_FILES[name])]
+  if name == "fashion_mnist":
+    root = roots.dataset_root("fashion_mnist", data_dir)
+    return [p for pair in roots.FASHION_STEMS.values() for stem in pair if (p := roots.find_idx(root, stem))]
+  if name.startswith("fewclue/") and name.split("/", 1)[1] in fewclue.FEWCLUE_TASKS:
+    directory = roots.fewclue_dir(name.split("/", 1)[1], data_dir)
+    names = [f"{s}.json" for s in fewclue.fewclue_splits(options).values()]
+    names += ["label_index2en2zh.json", "labels_all.txt", "unlabeled.json"]
+    return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
+  return []
+
+
 def load_arrays(name: str, data_dir: str | None = None, seed: int = 0, **options) -> Dataset:
   """Loads dataset `name` as numpy arrays; raises ConfigError naming what is missing.
 

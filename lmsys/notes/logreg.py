@@ -496,3 +496,196 @@ def bayes_logits(x, problem: dict) -> np.ndarray:
   w = inv @ problem["means"].T
   b = np.log(problem["priors"]) - 0.5 * np.sum(problem["means"].T * w, axis=0)
   return np.asarray(x, np.float64) @ w + b
+
+
+# ---------------------------------------------------------------- the note's comparison (configs/logreg.py)
+#
+# Every method is fitted on the same standardised features and scored from its class logits
+# by the same exact log-softmax (scikit-learn's through `decision_function`: its
+# `predict_log_proba` can underflow). A class absent from the training rows in use gets the
+# logit (row maximum - 30) for every method alike: it is never predicted, and a test row of
+# that class costs ~30 nats. `analytic` is timed after a first, compiling call (compile_s
+# apart); MLE's time includes the trainer's compile and its one checkpoint.
+
+METHODS = ("analytic", "analytic_auto", "mle", "mle_long", "sklearn_logreg", "sklearn_lda", "sklearn_lda_auto")
+CANDIDATES = ("analytic", "analytic_auto")   # the methods compared with every other (paired intervals)
+
+
+def load_problem(config, name: str):
+  """(train, test, num_classes, problem) of data set `name`: `synthetic` samples the
+  shared-covariance Gaussians of config.data.synthetic (problem = their true parameters),
+  any other name is read by `lmsys.data.load_arrays` (problem None)."""
+  from lmsys import data  # pylint: disable=g-import-not-at-top
+  from lmsys.tasks import classification  # pylint: disable=g-import-not-at-top
+  if name == "synthetic":
+    s = config.data.synthetic
+    problem = gaussian_problem(s.dim, s.num_classes, s.separation, seed=config.seed)
+    train = sample_gaussian(problem, s.num_train, seed=config.seed + 1)
+    test = sample_gaussian(problem, s.num_test, seed=config.seed + 2)
+    return {"x": train[0], "y": train[1]}, {"x": test[0], "y": test[1]}, s.num_classes, problem
+  options = dict(config.data.text) if name.startswith("fewclue/") else {}
+  ds = data.load_arrays(name, data_dir_for(config, name), seed=config.seed,
+                        **classification.data_options(config, name), **options)
+  return ds["train"], ds["test"], ds.num_classes, None
+
+
+def data_dir_for(config, name: str) -> str | None:
+  """Fashion-MNIST's folder is its own config key (data.fashion_mnist_dir); the rest use data.data_dir."""
+  return (config.data.fashion_mnist_dir if name == "fashion_mnist" else config.data.data_dir) or None
+
+
+def fit(method: str, config, x, y, num_classes: int, *, workdir: str, writer, name: str):
+  """(predict, info): predict(xs) -> class logits [N, K]; info: what the fit reports besides
+  scores (fit_s and compile_s for the analytic rule; steps, relative_gradient, converged for
+  MLE; iterations, converged for scikit-learn's lbfgs)."""
+  if method in ("analytic", "analytic_auto"):
+    from lmsys import timing  # pylint: disable=g-import-not-at-top
+    shrinkage = "auto" if method == "analytic_auto" else config.analytic.shrinkage
+    measured = timing.benchmark(lambda: fit_analytic(x, y, num_classes, shrinkage=shrinkage), jit=False, repeats=1)
+    w, b = fit_analytic(x, y, num_classes, shrinkage=shrinkage)
+    return (lambda xs: np.asarray(logits(xs, w, b)),
+            {"fit_s": measured.best_seconds, "compile_s": measured.compile_seconds})
+  if method in ("mle", "mle_long"):
+    return _fit_mle(config, x, y, num_classes, workdir=workdir, writer=writer, name=name,
+                    min_steps=config.mle.long_min_steps if method == "mle_long" else 0)
+  from sklearn import discriminant_analysis, linear_model  # pylint: disable=g-import-not-at-top
+  if method == "sklearn_logreg":
+    model = linear_model.LogisticRegression(C=config.sklearn.C, max_iter=config.sklearn.max_iter, solver="lbfgs")
+  elif method == "sklearn_lda":
+    model = discriminant_analysis.LinearDiscriminantAnalysis(solver="svd")
+  elif method == "sklearn_lda_auto":  # Ledoit-Wolf per class: what analytic_auto reproduces
+    model = discriminant_analysis.LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+  else:
+    raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+  model.fit(x, y)
+  info = {}
+  if method == "sklearn_logreg":
+    iterations = int(np.max(model.n_iter_))
+    info = {"iterations": iterations, "converged": iterations < config.sklearn.max_iter}
+  return (lambda xs: sklearn_logits(model, xs, num_classes)), info
+
+
+def _fit_mle(config, x, y, num_classes, *, workdir, writer, name, min_steps=0):
+  """Softmax regression by the shared trainer: the note's GD baseline (`mle.epochs` epochs).
+
+  `min_steps` > 0 trains at least that many steps (`mle_long`): on small training sets 10
+  epochs are a few hundred Adam steps, far from the MLE. `converged`: the full-batch
+  gradient at the end is at most `mle.converged_rel_grad` of the gradient at zero weights
+  (`relative_gradient`).
+  """
+  import math  # pylint: disable=g-import-not-at-top
+
+  from lmsys.models.mlp import MLP  # pylint: disable=g-import-not-at-top
+  from lmsys.tasks import classification  # pylint: disable=g-import-not-at-top
+  model = MLP(hidden=(), num_classes=num_classes)  # no hidden layer: softmax regression
+  run_config = config.copy_and_resolve_references()
+  steps = max(math.ceil(config.mle.epochs * len(y) / config.train.batch_size), min_steps)
+  run_config.train.num_steps = min(config.train.num_steps, steps)
+  result, _ = classification.train_classifier(run_config, workdir, writer, model=model, train_x=x, train_y=y,
+                                              name=name)
+  apply = jax.jit(lambda xs: model.apply({"params": result.params}, xs))
+  predict = lambda xs: np.asarray(apply(jnp.asarray(xs)))
+  rel = relative_gradient(x, predict(x), y)
+  return predict, {"steps": result.step, "relative_gradient": rel,
+                   "converged": bool(rel <= config.mle.converged_rel_grad)}
+
+
+def sklearn_logits(model, xs, num_classes: int) -> np.ndarray:
+  """scikit-learn's class logits (decision_function; binary: [0, log-odds]), -inf for classes absent from train."""
+  scores = model.decision_function(xs)
+  if scores.ndim == 1:
+    scores = np.stack([np.zeros_like(scores), scores], axis=1)
+  out = np.full((len(xs), num_classes), -np.inf)
+  out[:, model.classes_] = scores
+  return out
+
+
+def absent_at_minus_30(logits_, present) -> np.ndarray:
+  """Logits of classes absent from the training rows -> row maximum - 30 (every method alike)."""
+  logits_ = np.array(logits_, np.float64)
+  if not present.all():
+    logits_[:, ~present] = logits_[:, present].max(1, keepdims=True) - 30.0
+  return logits_
+
+
+def softmax_gradient(x, logits_, y) -> np.ndarray:
+  """Gradient of the mean softmax cross-entropy of a linear model with these logits, with
+  respect to (weights [D, K], bias [K]), flattened: [x, 1]^T (softmax(logits) - onehot(y)) / N."""
+  x, logits_ = np.asarray(x, np.float64), np.asarray(logits_, np.float64)
+  probs = np.exp(logits_ - np.logaddexp.reduce(logits_, axis=1, keepdims=True))
+  residual = probs - np.eye(logits_.shape[1])[np.asarray(y)]
+  return np.concatenate([(x.T @ residual).ravel(), residual.sum(0)]) / len(x)
+
+
+def relative_gradient(x, logits_, y) -> float:
+  """|gradient at these logits| / |gradient at zero weights| (`softmax_gradient`): a
+  scale-free test of how far an iterative fit is from a stationary point."""
+  at_zero = np.linalg.norm(softmax_gradient(x, np.zeros_like(np.asarray(logits_, np.float64)), y))
+  return float(np.linalg.norm(softmax_gradient(x, logits_, y)) / max(at_zero, 1e-300))
+
+
+def compare(config, train, test, num_classes: int, problem=None, *, workdir: str, writer, tag: str) -> dict:
+  """Every method of config.methods on (train, test), standardised on train: one dict per
+  method (n_train, train_acc, test_acc, test_logloss, gap, and the fit's info), `bayes`
+  where the true `problem` is known, `chance` (the majority class of train, on test), and
+  `intervals`: for each candidate method (CANDIDATES) against each other method, the paired
+  bootstrap interval of the difference in test accuracy over test examples."""
+  from lmsys import claims, data, timing  # pylint: disable=g-import-not-at-top
+  x, test_x = data.standardize(train["x"], test["x"])
+  x, test_x = x.astype(np.float32), test_x.astype(np.float32)
+  y, test_y = train["y"], test["y"]
+  present = np.bincount(y, minlength=num_classes) > 0
+  row, correct = {}, {}
+  for method in config.methods:
+    if method == "mle_long" and "mle" in row and row["mle"]["steps"] >= config.mle.long_min_steps:
+      row[method], correct[method] = dict(row["mle"]), correct["mle"]  # 10 epochs reach the minimum: the same run
+      writer.write(0, f"{tag}/{method}", row[method])
+      continue
+    with timing.Stopwatch() as watch:
+      predict, info = fit(method, config, x, y, num_classes, workdir=workdir, writer=writer,
+                          name=f"{tag}/{method}".replace("/", "_"))
+    train_logits, test_logits = (absent_at_minus_30(predict(xs), present) for xs in (x, test_x))
+    train_eval, test_eval = evaluate(train_logits, y), evaluate(test_logits, test_y)
+    correct[method] = test_logits.argmax(1) == test_y
+    row[method] = {"n_train": len(y), **({"steps": info.pop("steps")} if "steps" in info else {}),
+                   "train_acc": train_eval["accuracy"], "test_acc": test_eval["accuracy"],
+                   "test_logloss": test_eval["log_loss"], "gap": train_eval["accuracy"] - test_eval["accuracy"],
+                   **({"fit_s": watch.seconds} if "fit_s" not in info else {}), **info}
+    writer.write(0, f"{tag}/{method}", row[method])
+  if problem is not None:  # the true parameters: the best any classifier can do
+    bayes_logits_ = bayes_logits(test["x"], problem)
+    bayes = evaluate(bayes_logits_, test_y)
+    correct["bayes"] = bayes_logits_.argmax(1) == test_y
+    row["bayes"] = {"n_train": len(y), "test_acc": bayes["accuracy"], "test_logloss": bayes["log_loss"]}
+    writer.write(0, f"{tag}/bayes", row["bayes"])
+  row["chance"] = {"test_acc": float(np.mean(test_y == np.bincount(y).argmax()))}
+  row["intervals"] = {f"{a}-{b}": claims.paired_bootstrap(correct[a], correct[b], seed=config.seed)
+                      for a in CANDIDATES if a in correct for b in correct if b != a}
+  return row
+
+
+def accuracy_figure(results, methods):
+  """Test accuracy per dataset and method, one panel per regime (hatched: train accuracy)."""
+  from lmsys import metrics  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
+  regimes = sorted({r for per in results.values() for r in per}, key=lambda r: r != "full")
+  fig, axes = plt.subplots(len(regimes), 1, figsize=(max(6, 1.3 * len(results)), 3.2 * len(regimes)),
+                           squeeze=False)
+  width = 0.8 / len(methods)
+  for ax, regime in zip(axes[:, 0], regimes):
+    names = [n for n in results if regime in results[n]]
+    for i, method in enumerate(methods):
+      pos = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * width
+      test_acc = [results[n][regime][method]["test_acc"] for n in names]
+      train_acc = [results[n][regime][method]["train_acc"] for n in names]
+      bars = ax.bar(pos, test_acc, width, label=method)
+      ax.bar(pos, np.maximum(np.subtract(train_acc, test_acc), 0), width, bottom=test_acc, fill=False, hatch="//",
+             edgecolor=bars.patches[0].get_facecolor(), linewidth=0)
+    ax.set_xticks(np.arange(len(names)), [n.replace("fewclue/", "") for n in names], rotation=20)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"training rows: {regime} (hatched: train - test gap)")
+    ax.grid(axis="y", alpha=0.3)
+  axes[0, 0].legend(ncol=len(methods), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.12))
+  fig.tight_layout()
+  return fig

@@ -15,8 +15,12 @@ softplus(-x) = softplus(x) - x, so their gap is even in x and x >= 0 suffices.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy import optimize
+
+from lmsys.config import ConfigError, get, load_config_file
 
 
 def squareplus_np(x, b):
@@ -125,6 +129,7 @@ def activation_speed(names, size=1 << 24, repeats=10, seed=0):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from lmsys import timing  # pylint: disable=g-import-not-at-top
   from lmsys.nn import activations
   x = jax.random.normal(jax.random.key(seed), (size,), jnp.float32) * 3.0
@@ -139,3 +144,156 @@ def activation_speed(names, size=1 << 24, repeats=10, seed=0):
     row["forward_ratio_to_relu"] = row["forward_ms"] / base["forward_ms"]
     row["forward_backward_ratio_to_relu"] = row["forward_backward_ms"] / base["forward_backward_ms"]
   return out
+
+
+# ---------------------------------------------------------------- trained models (configs/squareplus.py)
+#
+# The trained models are other experiments' own configs, trained through the library's task
+# code once per activation at equal steps: the MLP of configs/mlp.py
+# (lmsys.tasks.classification) and, where configs/attention_approx_lm.py exists with a
+# `model.activation` key, its char LM (lmsys.tasks.lm).
+
+def check_trained_configs(config) -> None:
+  """validate()'s checks of the derived configs: every MLP (activation, seed) and char-LM config."""
+  from lmsys import checks  # pylint: disable=g-import-not-at-top
+  from lmsys.data import char_corpus  # pylint: disable=g-import-not-at-top
+  from lmsys.tasks import classification  # pylint: disable=g-import-not-at-top
+  for act in config.mlp.activations:
+    for seed in config.mlp.seeds:
+      c = mlp_config(config, act, seed)
+      checks.trained(c)
+      classification.check_data(c, c.data.name)
+  configs = lm_configs(config)
+  for c in (configs.values() if isinstance(configs, dict) else ()):
+    checks.trained(c)
+    try:  # files only; the corpus is read by run()
+      char_corpus.check_available(c.data.data_dir or None)
+    except ConfigError as e:
+      raise ConfigError(f"config key 'attention_lm' ({config.attention_lm.config}): {e}") from None
+
+
+def mlp_config(config, activation: str, seed: int):
+  """configs/mlp.py (config.mlp.config and .variant) for one activation and seed, with
+  config.mlp's dataset and number of steps."""
+  c = load_config_file(config.mlp.config, config.mlp.variant or None)
+  c.data.name = config.mlp.dataset
+  c.data.data_dir = config.mlp.data_dir  # "" = the loader's own default
+  c.model.activation = activation
+  c.seed = seed
+  c.train.num_steps = config.mlp.num_steps
+  c.train.eval_every = c.train.checkpoint_every = config.mlp.num_steps
+  c.train.progress_bar = False
+  return c
+
+
+def run_mlp(config, workdir, writer) -> dict:
+  """{activation: the MLP's final metrics, means over config.mlp.seeds, and the per-seed test
+  accuracies (`test_accuracy_seeds`, in seed order)}."""
+  from lmsys.tasks import classification  # pylint: disable=g-import-not-at-top
+  rows = {}
+  for act in config.mlp.activations:
+    runs = [classification.train_mlp(mlp_config(config, act, seed), workdir, writer, name=f"mlp_{act}_seed{seed}")
+            for seed in config.mlp.seeds]
+    row = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    if len(runs) > 1:
+      row["test_accuracy_std"] = float(np.std([r["test_accuracy"] for r in runs]))
+    row["seeds"] = len(runs)
+    writer.write(config.mlp.num_steps, f"mlp/{act}", row)
+    rows[act] = {**row, "test_accuracy_seeds": [r["test_accuracy"] for r in runs]}
+  return rows
+
+
+def text_lm_corpus(c, corpora: dict):
+  """The char corpus of config `c`, read once per distinct data setting of this run."""
+  from lmsys.tasks import lm  # pylint: disable=g-import-not-at-top
+  key = (c.data.data_dir, c.data.min_count, c.data.max_documents, c.seed)
+  if key not in corpora:
+    corpora[key] = lm.load_corpus(c)
+  return corpora[key]
+
+
+def lm_configs(config):
+  """{activation: the char-LM config to train} from configs/attention_approx_lm.py, or a reason to skip."""
+  from lmsys.nn import attention  # pylint: disable=g-import-not-at-top
+  cfg = config.attention_lm
+  if not cfg.activations:
+    return "no activations configured"
+  if not os.path.isfile(cfg.config):
+    return f"{cfg.config} does not exist"
+  out = {}
+  for act in cfg.activations:
+    c = load_config_file(cfg.config, cfg.variant or None)
+    if get(c, "model.activation") is None:
+      return f"{cfg.config} has no model.activation key"
+    c.model.activation = act
+    c.train.num_steps = c.train.eval_every = c.train.checkpoint_every = cfg.num_steps
+    if get(c, "kinds") is not None:
+      missing = [k for k in cfg.kinds if k not in c.kinds]
+      if missing:
+        raise ConfigError(f"config key 'attention_lm.kinds': {missing} not in {cfg.config}'s kinds")
+      c.kinds = {k: c.kinds[k].to_dict() for k in cfg.kinds}
+    if get(c, "contexts") is not None:
+      c.contexts = tuple(cfg.contexts)
+    c.train.progress_bar = False
+    for name, spec in c.kinds.items():
+      if spec.get("kind") not in attention.KINDS:
+        raise ConfigError(f"{cfg.config}: kinds.{name}.kind {spec.get('kind')!r} is not an attention kind")
+    out[act] = c
+  return out
+
+
+def run_attention_lm(config, workdir):
+  """The char LM of configs/attention_approx_lm.py per FFN activation, or why it was not run."""
+  from lmsys import metrics  # pylint: disable=g-import-not-at-top
+  from lmsys.tasks import lm  # pylint: disable=g-import-not-at-top
+  configs = lm_configs(config)
+  if isinstance(configs, str):
+    return {"skipped": configs}
+  rows, corpora = {}, {}
+  for act, c in configs.items():
+    subdir = os.path.join(workdir, "attention_lm", act)
+    with metrics.Writer(subdir) as sub_writer:
+      result = lm.train_every_kind(c, subdir, sub_writer, text_lm_corpus(c, corpora), log=None)
+    metrics.write_json(os.path.join(subdir, "results.json"), result)
+    rows[act] = result
+  return rows
+
+
+def speed_figure(speed, mlp_rows):
+  """Each activation's time over relu's, and the MLP's test accuracy per activation."""
+  from lmsys import metrics  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  names = list(speed)
+  x = np.arange(len(names))
+  a.bar(x - 0.2, [speed[n]["forward_ratio_to_relu"] for n in names], 0.4, label="forward")
+  a.bar(x + 0.2, [speed[n]["forward_backward_ratio_to_relu"] for n in names], 0.4, label="forward+backward")
+  a.set_xticks(x, names, rotation=20)
+  a.set(ylabel="time / relu time", title="activation speed")
+  a.legend(fontsize=8)
+  acts = list(mlp_rows)
+  b.bar(np.arange(len(acts)), [mlp_rows[k]["test_accuracy"] for k in acts])
+  low = min(mlp_rows[k]["test_accuracy"] for k in acts)
+  b.set_ylim(max(0.0, low - 0.02), min(1.0, max(mlp_rows[k]["test_accuracy"] for k in acts) + 0.01))
+  b.set_xticks(np.arange(len(acts)), acts, rotation=20)
+  b.set(ylabel="test accuracy", title="MLP at equal steps")
+  return fig
+
+
+def curve_figure(const):
+  """SquarePlus at the note's b values against softplus, and their gaps."""
+  from lmsys import metrics  # pylint: disable=g-import-not-at-top
+  plt = metrics.pyplot()
+  xs = np.linspace(-6, 6, 601)
+  fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+  a.plot(xs, softplus_np(xs), "k", label="softplus")
+  for b_value, label in ((0.0, "b=0 (relu)"), (const["minimax_b"], "b=minimax"),
+                         (const["b_min_above_softplus"], "b=4 log^2 2"), (4.0, "b=4")):
+    a.plot(xs, squareplus_np(xs, b_value), label=label)
+    if b_value > 0:
+      b.plot(xs, gap(xs, b_value), label=label)
+  b.axhline(0, color="k", lw=0.8)
+  a.legend(fontsize=8)
+  b.set(title="squareplus - softplus")
+  b.legend(fontsize=8)
+  return fig

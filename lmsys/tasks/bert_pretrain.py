@@ -37,7 +37,8 @@ from lmsys import analysis, data, trainer
 from lmsys.data import fewclue
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
-from lmsys.models import bert
+from lmsys.data import wordpiece
+from lmsys.models import bert, hf_bert
 
 # Text fields read from each task's files (labels never).
 TEXT_FIELDS = {"eprstmt": ("sentence",), "tnews": ("sentence",), "iflytek": ("sentence",),
@@ -369,3 +370,44 @@ def load_checkpoint(workdir: str):
     raise ConfigError(f"{workdir}: no checkpoint yet under checkpoints/")
   cfg = bert.BertConfig.from_json(os.path.join(workdir, BERT_CONFIG_FILE))
   return cfg, {"params": run.restore(steps[-1])}, os.path.join(workdir, VOCAB_FILE), steps[-1]
+
+
+# ---------------------------------------------------------------- a BERT for the zero-shot protocol (configs/nsp_bert.py)
+
+def checkpoint_kind(path: str) -> str:
+  """What config key model.checkpoint names: 'random' (empty), 'hf' (a Hugging Face BERT
+  directory) or 'lmsys' (a bert_pretrain workdir); a ConfigError naming the key otherwise."""
+  if not path:
+    return "random"
+  if hf_bert.is_hf_bert_dir(path):
+    if not os.path.isfile(os.path.join(path, "vocab.txt")):
+      raise ConfigError(f"config key 'model.checkpoint': {path!r} has Hugging Face weights but no vocab.txt")
+    return "hf"
+  if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+    return "lmsys"
+  raise ConfigError(f"config key 'model.checkpoint': {path!r} is neither a Hugging Face BERT directory "
+                    f"(config.json, vocab.txt, model.safetensors or pytorch_model.bin) nor an lmsys "
+                    f"bert_pretrain workdir (config.json, checkpoints/); run configs/nsp_bert_pretrain.py first "
+                    f"or pass --config.model.checkpoint=PATH")
+
+
+def load_bert(config):
+  """(BertConfig, variables, vocab.txt path, description) of the BERT that config.model.checkpoint
+  names (`checkpoint_kind`): a Hugging Face directory, a bert_pretrain workdir, or random
+  weights of config.model.random's shape (a floor for the zero-shot protocol)."""
+  path, dtype = config.model.checkpoint, config.model.dtype
+  kind = checkpoint_kind(path)
+  if kind == "hf":
+    cfg, variables = hf_bert.load_hf_bert(path)
+    return cfg.replace(dtype=dtype), variables, os.path.join(path, "vocab.txt"), {"kind": "hugging_face", "path": path}
+  if kind == "lmsys":
+    cfg, variables, vocab, step = load_checkpoint(path)
+    return cfg.replace(dtype=dtype), variables, vocab, {"kind": "lmsys_bert_pretrain", "path": path, "step": step}
+  r = config.model.random
+  vocab = vocab_path(config.data.data_dir or None, config.data.vocab_path)
+  cfg = bert.BertConfig(vocab_size=wordpiece.load_tokenizer(vocab).get_vocab_size(), hidden_size=r.hidden_size,
+                        num_hidden_layers=r.num_hidden_layers, num_attention_heads=r.num_attention_heads,
+                        intermediate_size=r.intermediate_size, max_position_embeddings=r.max_position_embeddings,
+                        dtype=dtype)
+  variables = bert.init_params(cfg, jax.random.key(r.seed))
+  return cfg, variables, vocab, {"kind": "random_init", "seed": r.seed}

@@ -60,6 +60,15 @@ def make_eval_fn(model, windows: np.ndarray, batch_size: int = 16):
   return eval_fn
 
 
+def heldout_bits_per_window(model, params, windows: np.ndarray, batch_size: int = 16) -> list[float]:
+  """Bits per character of each held-out window (their mean is `make_eval_fn`'s bits_per_char):
+  models evaluated on the same windows can be compared window by window."""
+  per_window = jax.jit(lambda p, w: {"nll": next_token_nll(model, p, w, reduce=False)})
+  nll = data.map_batches(lambda batch, _: per_window(params, batch["w"]), {"w": windows},
+                         min(batch_size, len(windows)))["nll"]
+  return [float(x) / math.log(2) for x in np.asarray(nll, np.float64)]
+
+
 def train_lm(config, workdir, writer, text, kind: str, params: dict, context: int, name: str):
   """Trains one CausalLM on `text` with the shared trainer; returns (model, TrainResult)."""
   model = make_model(config, text.vocab_size, kind, params, context)
@@ -92,7 +101,7 @@ def train_every_kind(config, workdir, writer, text, log=print) -> dict:
     for name, spec in config.kinds.items():
       kind, params = kind_params(spec)
       run_name = f"{name}_n{context}"
-      _, result = train_lm(config, workdir, writer, text, kind, params, context, run_name)
+      model, result = train_lm(config, workdir, writer, text, kind, params, context, run_name)
       tokens_per_second = result.steps_per_second * config.tokens_per_batch
       feature_dim = attention_lib.feature_dim(kind, config.model.head_dim, **params)
       results["runs"][run_name] = {
@@ -100,7 +109,10 @@ def train_every_kind(config, workdir, writer, text, log=print) -> dict:
           "heldout_bits_per_char": result.eval_metrics["bits_per_char"],
           "train_bits_per_char": result.train_metrics.get("bits_per_char"),
           "train_tokens_per_second": tokens_per_second,
-          "feature_dim": None if feature_dim == math.inf else feature_dim}
+          "feature_dim": None if feature_dim == math.inf else feature_dim,
+          # The same windows for every kind at this context: paired comparisons (lmsys.claims).
+          "heldout_bits_per_window": heldout_bits_per_window(
+              model, result.params, char_corpus.heldout_windows(text.heldout, context, config.data.heldout_windows))}
       writer.write(result.step, f"{run_name}/summary", heldout_bits_per_char=result.eval_metrics["bits_per_char"],
                    train_tokens_per_second=tokens_per_second)
       if log:

@@ -131,3 +131,10 @@ def test_head_size_fit_and_search():
   assert float(tiny["target_weight"]) < 0.5  # one dimension: only two directions +-1
   d, tried = jl.smallest_head_size(lambda d: d >= 5, 1, 16)
   assert d == 5 and len(tried) <= 6
+
+
+def test_projection_grid_holds_both_bounds_and_sklearns_dimension():
+  # N = 100, eps = 0.5: 24 ln(100) / 0.25 = 442.1 -> 443 (the top), 16 ln(100) / 0.25 = 294.7 -> 295,
+  # scikit-learn's 4 ln(100) / (0.5^2 / 2 - 0.5^3 / 3) = 221.05 -> 221; 4 steps of 443 / 4 rounded.
+  grid, top = jl.projection_grid(100, 0.5, 4)
+  assert top == 443 and grid.tolist() == [111, 221, 222, 295, 332, 443]

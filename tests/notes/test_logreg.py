@@ -295,6 +295,35 @@ def test_streaming_rejects_bad_input():
     logreg.fit_analytic(np.ones((3, 2)), np.array([0, 1, 0]), shrinkage="ledoit")
 
 
+# ---------------------------------------------------------------- the comparison's pieces
+
+def test_softmax_gradient_and_relative_gradient():
+  # Two rows x = 1 and -1 of classes 0 and 1, logits 0: softmax - onehot = [[-.5, .5], [.5, -.5]],
+  # so d/dW = x^T (P - Y) / 2 = [-0.5, 0.5] and d/db = [0, 0].
+  x, y = np.array([[1.0], [-1.0]]), np.array([0, 1])
+  np.testing.assert_allclose(logreg.softmax_gradient(x, np.zeros((2, 2)), y), [-0.5, 0.5, 0.0, 0.0])
+  assert logreg.relative_gradient(x, np.zeros((2, 2)), y) == pytest.approx(1.0)
+  # Logits (t, -t) for row 1 and (-t, t) for row 2: P - Y = [[-s, s], [s, -s]] with s = 1 / (1 + e^{2t}).
+  t = 2.0
+  s = 1 / (1 + np.exp(2 * t))
+  logits = np.array([[t, -t], [-t, t]])
+  np.testing.assert_allclose(logreg.softmax_gradient(x, logits, y), [-s, s, 0.0, 0.0], atol=1e-15)
+  assert logreg.relative_gradient(x, logits, y) == pytest.approx(2 * s)
+
+
+def test_absent_classes_get_the_row_maximum_minus_30_and_sklearn_logits_fill_minus_inf():
+  logits = np.array([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])
+  out = logreg.absent_at_minus_30(logits, np.array([True, False, True]))
+  np.testing.assert_array_equal(out, [[1.0, -28.0, 2.0], [0.0, -27.0, 3.0]])
+
+  class Binary:  # scikit-learn's binary decision_function: the log-odds of classes_[1]
+    classes_ = np.array([0, 2])
+    def decision_function(self, xs):
+      return np.array([1.5, -2.0])
+  np.testing.assert_array_equal(logreg.sklearn_logits(Binary(), np.zeros((2, 1)), 3),
+                                [[0.0, -np.inf, 1.5], [0.0, -np.inf, -2.0]])
+
+
 # ---------------------------------------------------------------- experiment
 
 @pytest.mark.slow
@@ -313,9 +342,21 @@ def test_smoke_config_end_to_end(tmp_path):
     for r in per.values():
       assert abs(r["analytic_auto"]["test_acc"] - r["sklearn_lda_auto"]["test_acc"]) < 0.005
       assert abs(r["analytic_auto"]["test_logloss"] - r["sklearn_lda_auto"]["test_logloss"]) < 1e-3
-  with open(os.path.join(workdir, "summary.txt")) as f:
-    text = f.read()
-  assert "auto shrinkage vs fixed floor (full)" in text and "LDA(lsqr, shrinkage='auto')" in text
+  with open(os.path.join(workdir, "claims.json")) as f:
+    records = json.load(f)
+  ids = {(r["id"], r["dataset"]) for r in records}
+  assert {("close_full", "iris"), ("close_full", "synthetic"), ("close_full", None), ("better_small", "synthetic/n200"),
+          ("smaller_gap", None), ("close_full_note_protocol", "iris"), ("bayes", "synthetic")} <= ids
+  # A smoke run judges nothing, but the rule's verdict stays in the detail.
+  assert {r["verdict"] for r in records} == {"not measured"}
+  iris = next(r for r in records if (r["id"], r["dataset"]) == ("close_full", "iris"))
+  assert iris["baseline"]["converged"] and iris["baseline"]["name"] in ("mle_long", "sklearn_logreg")
+  assert iris["value"] == pytest.approx(results["iris"]["full"]["analytic"]["test_acc"]
+                                        - results["iris"]["full"][iris["baseline"]["name"]]["test_acc"])
+  # The note's 10-epoch MLE (2 epochs in smoke) is its own row and never a converged baseline here.
+  protocol = next(r for r in records if (r["id"], r["dataset"]) == ("close_full_note_protocol", "iris"))
+  assert protocol["baseline"]["name"] == "mle" and not protocol["baseline"]["converged"]
+  assert "the rule gives" not in protocol["detail"] and "did not converge" in protocol["detail"]
   assert results["iris"]["full"]["analytic"]["test_acc"] > 0.9
   assert os.path.isfile(os.path.join(workdir, "figures", "accuracy.png"))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
