@@ -41,8 +41,8 @@ import time
 
 from experiments import run as run_lib
 from lmsys import config as config_lib
-from lmsys.launch import sweep
 from lmsys.config import ConfigError
+from lmsys.launch import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -205,6 +205,7 @@ def run_local(workdir: str, trials: list[dict], parallel: int) -> dict[str, str]
 def run_slurm(workdir: str, trials: list[dict], options) -> dict[str, str]:
   """One submitit job per trial (a job array), `--nodes` processes each; waits for them."""
   import submitit  # pylint: disable=g-import-not-at-top
+
   from lmsys.launch import slurm  # pylint: disable=g-import-not-at-top  (imports submitit)
   executor = submitit.AutoExecutor(folder=os.path.join(workdir, "submitit"), cluster=options.cluster)
   params = dict(name="lmsys-sweep", timeout_min=options.timeout_min, nodes=options.nodes, tasks_per_node=1,
@@ -272,6 +273,7 @@ def run_tpu(trials: list[dict], options) -> dict[str, str]:
 def summary(workdir: str):
   """One row per trial: name, swept keys, status, scalar results (lmsys.analysis.load_runs)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
+
   from lmsys import analysis  # pylint: disable=g-import-not-at-top
   table = analysis.load_runs(workdir)
   scalar = lambda column: not table[column].map(lambda v: isinstance(v, (list, dict))).any()

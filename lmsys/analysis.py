@@ -19,10 +19,9 @@ import os
 import ml_collections
 import pandas as pd
 
-from lmsys import checkpoint
+from lmsys import checkpoint, layout
 from lmsys import claims as claims_lib
 from lmsys import metrics as metrics_lib
-from lmsys import layout
 from lmsys import provenance as provenance_lib
 from lmsys.config import flatten
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import numbers
-from typing import Any, Callable
+import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -221,6 +222,7 @@ def pyplot():
   imported pyplot keeps its own (inline) backend.
   """
   import sys  # pylint: disable=g-import-not-at-top
+
   import matplotlib  # pylint: disable=g-import-not-at-top
   if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")

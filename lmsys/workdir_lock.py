@@ -111,7 +111,7 @@ class WorkdirLock:
     self.path = os.path.join(workdir, LOCK_NAME)
     self.held = False
 
-  def acquire(self) -> "WorkdirLock":
+  def acquire(self) -> WorkdirLock:
     me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     deadline = time.monotonic() + RETRY_SECONDS
     while time.monotonic() < deadline:

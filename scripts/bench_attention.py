@@ -32,8 +32,8 @@ import json
 import jax
 import jax.numpy as jnp
 
-from lmsys.nn import attention as A
 from lmsys import timing
+from lmsys.nn import attention as A
 
 
 def kernels(on_gpu: bool, chunk: int | None):

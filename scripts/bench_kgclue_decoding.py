@@ -17,7 +17,8 @@ import statistics
 import jax
 import jax.numpy as jnp
 
-from lmsys import analysis, config as config_lib, timing
+from lmsys import analysis, timing
+from lmsys import config as config_lib
 from lmsys.nn import trie as trie_lib
 from lmsys.tasks import kbqa
 

@@ -26,9 +26,9 @@ import jax
 import numpy as np
 
 from lmsys import data, timing
-
-
 from lmsys.notes import logreg
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=3)

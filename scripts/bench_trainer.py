@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lmsys import config as config_lib, data, metrics, timing, trainer
+from lmsys import config as config_lib
+from lmsys import data, metrics, timing, trainer
 from lmsys.models.mlp import MLP
 from lmsys.tasks import classification
 

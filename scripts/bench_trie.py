@@ -39,8 +39,8 @@ import tracemalloc
 import numpy as np
 
 from lmsys import timing
-
 from lmsys.nn import trie
+
 VOCAB = 21128      # bert-base-chinese
 SEP, END = 102, 0  # [SEP], [PAD]
 FIRST_CHAR = 672   # ids below are [unused*] / specials / punctuation: chars are drawn above

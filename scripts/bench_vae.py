@@ -26,12 +26,11 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmsys import timing
-from lmsys.tasks import density
 from lmsys.models import vae
+from lmsys.tasks import density
 
 NUM_SAMPLES = 5000
 

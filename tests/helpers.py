@@ -77,6 +77,7 @@ def tensorboard_tags(directory):
   the tests need no TensorBoard install.
   """
   import struct  # pylint: disable=g-import-not-at-top
+
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   runs = {}
   for root, _, files in os.walk(directory):

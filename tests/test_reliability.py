@@ -22,7 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from lmsys import analysis, checkpoint, config as config_lib, data, metrics, trainer
+from lmsys import analysis, checkpoint, data, metrics, trainer
+from lmsys import config as config_lib
 from lmsys.tasks import classification
 from tests.conftest import REPO
 from tests.helpers import leaves, run_cli
@@ -302,6 +303,7 @@ def _train_poisoned(workdir, config, poison_term, extra_params=None):
   `extra_params` are added to the MLP's parameters (used by the poison term only).
   """
   import jax.numpy as jnp
+
   from lmsys.models.mlp import MLP
   dataset, train_x, _ = classification.load_standardized(config, config.data.name)
   clean = data.make_batch_fn({"x": train_x, "y": dataset["train"]["y"]}, config.train.batch_size, config.seed)

@@ -10,7 +10,6 @@ from lmsys import analysis, metrics
 from tests.conftest import REPO
 from tests.helpers import run_cli, run_main, tensorboard_tags
 
-
 _main = run_main
 
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsys import analysis, checkpoint, config as config_lib, data, metrics, trainer
+from lmsys import analysis, checkpoint, data, metrics, trainer
+from lmsys import config as config_lib
 from lmsys.launch import local
 from lmsys.tasks import classification
 from tests.conftest import REPO
@@ -109,8 +110,9 @@ def test_nan_in_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
       batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
     return batch
 
-  from lmsys.models.mlp import MLP
   import jax.numpy as jnp
+
+  from lmsys.models.mlp import MLP
   model = MLP(hidden=(32,), num_classes=10)
   workdir = str(tmp_path)
   with metrics.Writer(workdir) as writer:
@@ -141,8 +143,9 @@ def test_a_nan_the_replay_does_not_reproduce_is_still_an_error_that_says_so(tmp_
       batch = {**batch, "x": np.full_like(batch["x"], np.nan)}
     return batch
 
-  from lmsys.models.mlp import MLP
   import jax.numpy as jnp
+
+  from lmsys.models.mlp import MLP
   model = MLP(hidden=(32,), num_classes=10)
   with metrics.Writer(str(tmp_path)) as writer:
     with pytest.raises(trainer.NonFiniteLossError) as e:

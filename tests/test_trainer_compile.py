@@ -5,7 +5,8 @@ import logging
 import jax
 import pytest
 
-from lmsys import analysis, config as config_lib, metrics
+from lmsys import analysis, metrics
+from lmsys import config as config_lib
 from lmsys.tasks import classification
 from tests.conftest import REPO
 

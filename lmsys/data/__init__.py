@@ -13,8 +13,15 @@ The names most code needs are re-exported here (`from lmsys import data; data.lo
 
 from lmsys.data.batching import batch_rows, epoch_permutation, make_batch_fn, map_batches, standardize, subsample
 from lmsys.data.dataset import Dataset
-from lmsys.data.fewclue import (FEWCLUE_SPLITS, FEWCLUE_TASKS, fewclue_features, fewclue_label_names,
-                                fewclue_labels, fewclue_text, load_fewclue)
+from lmsys.data.fewclue import (
+                                FEWCLUE_SPLITS,
+                                FEWCLUE_TASKS,
+                                fewclue_features,
+                                fewclue_label_names,
+                                fewclue_labels,
+                                fewclue_text,
+                                load_fewclue,
+)
 from lmsys.data.idx import check_fashion_mnist_files, load_fashion_mnist, read_idx, read_idx_header
 from lmsys.data.lines import read_json_lines, read_text_lines, read_vocab
 from lmsys.data.roots import FASHION_MNIST_DIR, SOURCES, dataset_root, fewclue_dir, kgclue_dir

@@ -11,7 +11,7 @@ fit in memory takes the same rows from ArrayRecord files through grain
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

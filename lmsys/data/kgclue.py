@@ -55,7 +55,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Any, Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -212,7 +213,7 @@ class KgBase:
     i = self.index(subject, predicate, sense)
     return None if i is None else self.facts[i].object
 
-  def without_distractors(self) -> "KgBase":
+  def without_distractors(self) -> KgBase:
     return KgBase(self.real_facts, self.num_real, self.splits,
                   dict(self.settings, distractors=0, sense_distractors=0))
 
@@ -326,7 +327,7 @@ class CharTokenizer:
     self._cache = {}
 
   @classmethod
-  def from_file(cls, path: str, **kwargs) -> "CharTokenizer":
+  def from_file(cls, path: str, **kwargs) -> CharTokenizer:
     """The tokenizer over vocabulary file `path`; a bad file is one ConfigError naming it (and the line)."""
     tokens = data.read_vocab(path)
     try:

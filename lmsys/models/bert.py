@@ -39,10 +39,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmsys.nn import activations
-from lmsys.nn import attention as attention_lib
 from lmsys.config import ConfigError
 from lmsys.models import transformer
+from lmsys.nn import activations
+from lmsys.nn import attention as attention_lib
 
 # Hugging Face's `hidden_act` names -> lmsys.nn.activations names (lmsys names are accepted as well).
 HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
@@ -121,11 +121,11 @@ class BertConfig:
         attention_params=dict(self.attention_params), dtype=self.dtype,
         kernel_init_std=self.initializer_range)
 
-  def replace(self, **changes) -> "BertConfig":
+  def replace(self, **changes) -> BertConfig:
     return dataclasses.replace(self, **changes)
 
   @classmethod
-  def from_dict(cls, d: dict, **overrides) -> "BertConfig":
+  def from_dict(cls, d: dict, **overrides) -> BertConfig:
     """From a config.json dict (or a config section); keys that are not fields are ignored.
 
     Hugging Face keys that would change the model in a way this module does not
@@ -147,7 +147,7 @@ class BertConfig:
     return cls(**{**{k: v for k, v in d.items() if k in names}, **overrides})
 
   @classmethod
-  def from_json(cls, path, **overrides) -> "BertConfig":
+  def from_json(cls, path, **overrides) -> BertConfig:
     """From a Hugging Face config.json. Its `dtype`/`torch_dtype` (how the weights were stored)
     is not the compute dtype and is ignored: pass `dtype=` to choose one."""
     try:

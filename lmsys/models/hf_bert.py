@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from lmsys.config import ConfigError
-from lmsys.models.bert import BertConfig, BertForPreTraining, init_params
+from lmsys.models.bert import BertConfig, init_params
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")

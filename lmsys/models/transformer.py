@@ -78,11 +78,11 @@ class TransformerConfig:
   def attention_kwargs(self) -> dict:
     return dict(self.attention_params)
 
-  def replace(self, **changes) -> "TransformerConfig":
+  def replace(self, **changes) -> TransformerConfig:
     return dataclasses.replace(self, **changes)
 
   @classmethod
-  def from_config(cls, model_config, **overrides) -> "TransformerConfig":
+  def from_config(cls, model_config, **overrides) -> TransformerConfig:
     """From a config section (ConfigDict or dict) holding some of the fields; others default."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in dict(model_config).items() if k in names}

@@ -29,7 +29,7 @@ both with this machine's matmul rate.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

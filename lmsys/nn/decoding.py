@@ -41,7 +41,8 @@ ranked in the pool (with a trie whose sequences all fit in max_length, never).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -61,7 +61,8 @@ scripts/bench_trie.py for measurements against a dict-of-dicts trie).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -81,7 +81,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp

@@ -49,7 +49,7 @@ import collections
 import dataclasses
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -420,6 +420,7 @@ def bert_log_prob_fn(model) -> Callable:
   """A jitted (params, ids, types, mask, position_ids=None) -> log P(IsNext) [rows] for a
   BertForPreTraining. Only the NSP output is returned, so XLA drops the unused MLM head."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from lmsys.models import bert  # pylint: disable=g-import-not-at-top
 
   @jax.jit

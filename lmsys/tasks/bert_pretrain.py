@@ -34,10 +34,9 @@ import numpy as np
 import optax
 
 from lmsys import analysis, data, trainer
-from lmsys.data import fewclue
 from lmsys import config as config_lib
 from lmsys.config import ConfigError
-from lmsys.data import wordpiece
+from lmsys.data import fewclue, wordpiece
 from lmsys.models import bert, hf_bert
 
 # Text fields read from each task's files (labels never).
@@ -132,7 +131,7 @@ class PairCorpus:
   def second(self, i):
     return self.second_ids[self.second_offsets[i]:self.second_offsets[i + 1]]
 
-  def subset(self, index) -> "PairCorpus":
+  def subset(self, index) -> PairCorpus:
     firsts = [self.first(i) for i in index]
     seconds = [self.second(i) for i in index]
     return PairCorpus(*_ragged(firsts), *_ragged(seconds))

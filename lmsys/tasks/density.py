@@ -30,7 +30,7 @@ Averages over images: se(mean) = sqrt(sum_i se_i^2) / N (independent estimates).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -26,9 +26,9 @@ import optax
 from lmsys import trainer
 from lmsys.config import ConfigError
 from lmsys.data import kgclue
+from lmsys.models.transformer import Seq2Seq, TransformerConfig, init_cache
 from lmsys.nn import decoding
 from lmsys.nn import trie as trie_lib
-from lmsys.models.transformer import Seq2Seq, TransformerConfig, init_cache
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[unused1]")
 

@@ -20,8 +20,8 @@ import optax
 
 from lmsys import data, trainer
 from lmsys.data import char_corpus
-from lmsys.nn import attention as attention_lib
 from lmsys.models.transformer import CausalLM, TransformerConfig
+from lmsys.nn import attention as attention_lib
 
 
 def load_corpus(config) -> char_corpus.CharCorpus:

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from lmsys import data
-from lmsys.data import char_corpus, kgclue
 from lmsys.config import ConfigError
+from lmsys.data import char_corpus, kgclue
 from tests import fixture_data
 from tests.helpers import run_cli
-
 
 # ---------------------------------------------------------------- Fashion-MNIST IDX files
 
@@ -172,7 +171,7 @@ def test_kgclue_bad_files_name_file_and_line(fixture_root):
   n = len(good.splitlines()) + 1
   with pytest.raises(ConfigError, match=rf"dev\.json, line {n}: malformed record"):
     kgclue.load_split("dev", str(fixture_root))
-  path.write_bytes(good + '{"question": "q", "answer": "no separators"}\n'.encode())
+  path.write_bytes(good + b'{"question": "q", "answer": "no separators"}\n')
   with pytest.raises(ConfigError, match=rf"dev\.json, line {n}: malformed KgCLUE record"):
     kgclue.load_split("dev", str(fixture_root))
 

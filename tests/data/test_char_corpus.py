@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from lmsys.data import char_corpus
 from lmsys.config import ConfigError
+from lmsys.data import char_corpus
 from tests import fixture_data
 
 

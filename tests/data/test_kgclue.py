@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
+from lmsys.config import ConfigError
 from lmsys.data import kgclue
 from lmsys.nn import trie
 from lmsys.tasks import kbqa
-from lmsys.config import ConfigError
 from tests import fixture_data
 from tests.conftest import REAL_DATA_DIR
 

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 from lmsys import analysis, data
+from lmsys.config import ConfigError
 from lmsys.data import char_corpus
 from lmsys.launch import local
-from lmsys.config import ConfigError
 from tests.conftest import REPO
 from tests.helpers import leaves, run_cli, wait_for_line
-
 
 # ---------------------------------------------------------------- a TFDS dataset the tests build
 
@@ -83,7 +82,9 @@ def test_trainer_asks_each_process_for_its_rows(tmp_path):
   and still accepts a batch_fn of the step alone (the whole global batch)."""
   import jax.numpy as jnp
   import ml_collections
-  from lmsys import config as config_lib, metrics, trainer
+
+  from lmsys import config as config_lib
+  from lmsys import metrics, trainer
   config = ml_collections.ConfigDict({"seed": 0})
   config.train = config_lib.train_defaults(num_steps=3, batch_size=4, log_every=3, eval_every=3,
                                            checkpoint_every=3, progress_bar=False)

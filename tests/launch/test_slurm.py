@@ -33,6 +33,7 @@ def test_a_signalled_trial_is_requeued_and_resumes_from_its_checkpoint(tmp_path,
   # submitit configures logging when imported unless told not to (see tests/launch/test_sweep.py).
   monkeypatch.setenv("SUBMITIT_LOG_LEVEL", "NOCONFIG")
   import submitit  # pylint: disable=g-import-not-at-top
+
   from lmsys.launch import slurm  # pylint: disable=g-import-not-at-top
 
   workdir = tmp_path / "trial"

@@ -17,8 +17,8 @@ from experiments import run as run_lib
 from experiments import sweep as sweep_main
 from lmsys import analysis
 from lmsys import config as config_lib
-from lmsys.launch import sweep
 from lmsys.config import ConfigError
+from lmsys.launch import sweep
 from tests.conftest import REPO
 from tests.helpers import in_repo_root
 

@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsys.models import hf_bert
-from lmsys.data import wordpiece
 from lmsys.config import ConfigError
-from lmsys.models import bert
+from lmsys.data import wordpiece
+from lmsys.models import bert, hf_bert
 from tests import fixture_data
 from tests.conftest import REAL_DATA_DIR
 

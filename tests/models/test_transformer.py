@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmsys.nn import decoding
 from lmsys.models import transformer as T
+from lmsys.nn import decoding
 
 KINDS = [("softmax", {}), ("linear", {"chunk_size": 4}), ("favor", {"num_features": 8, "chunk_size": 4}),
          ("taylor", {"order": 2, "chunk_size": 4})]

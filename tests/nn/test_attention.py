@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax import enable_x64  # a context manager in jax >= 0.8
 
-from lmsys.nn import attention as A
 from lmsys import timing
+from lmsys.nn import attention as A
 
 # favor's draw (the rng path) is tested once below; elsewhere a fixed
 # projection saves compiling the draw into every test (seconds each on CPU).

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmsys.models import transformer as T
 from lmsys.nn import decoding
 from lmsys.nn import trie as trie_lib
-from lmsys.models import transformer as T
 
 V, END, BOS = 4, 3, 0  # tokens 1, 2 and END=3; id 0 doubles as BOS and padding
 

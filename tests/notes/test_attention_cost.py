@@ -1,4 +1,5 @@
 import numpy as np
+
 """lmsys.notes.attention_cost: the FLOP counter against XLA's own count, and the note's crossovers."""
 
 import jax
@@ -6,8 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from lmsys.models import transformer as T
-from lmsys.nn import attention as A
 from lmsys.nn import attention
+from lmsys.nn import attention as A
 from lmsys.notes import attention_cost
 from tests.conftest import cpu_only
 

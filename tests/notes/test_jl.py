@@ -9,8 +9,8 @@ import pytest
 
 from lmsys import config as config_lib
 from lmsys import trainer
-
 from lmsys.notes import jl
+
 NS = (16, 64, 256, 1024)
 EPS = (0.1, 0.25, 0.5, 0.9)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lmsys import data
-
-
 from lmsys.notes import logreg
+
+
 def _gaussian(dim=6, num_classes=3, n=4000, seed=0, separation=1.5):
   problem = logreg.gaussian_problem(dim, num_classes, separation, seed=seed)
   return problem, logreg.sample_gaussian(problem, n, seed + 1), logreg.sample_gaussian(problem, 20000, seed + 2)
@@ -188,6 +188,7 @@ def test_auto_matches_sklearn_lda_lsqr_auto():
 def test_auto_single_row_class_matches_sklearn():
   """A class with one row (iflytek has some): its covariance is 0 and its intensity 0, as in sklearn."""
   import warnings
+
   from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
   _, (x, y), (xt, _) = _gaussian(dim=6, num_classes=3, n=200, seed=4)
   x, y = np.concatenate([x, x[:1] + 1]), np.concatenate([y, [3]])

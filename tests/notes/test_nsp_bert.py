@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lmsys import data
+from lmsys.config import ConfigError
 from lmsys.data import wordpiece
 from lmsys.notes import nsp_bert
-from lmsys.config import ConfigError
 from tests import fixture_data
 from tests.helpers import run_main
 
@@ -221,6 +221,7 @@ def test_scorer_batches_whole_examples_with_one_shape(fixture_data_env):
 
 def test_bert_scorer_compiles_once_per_task(fixture_data_env):
   import jax
+
   from lmsys.models import bert
   vocab = os.path.join(fixture_data_env, "vocab", "bert-base-chinese-vocab.txt")
   tokenizer = wordpiece.load_tokenizer(vocab)

@@ -60,7 +60,7 @@ def test_pairs_follow_berts_recipe(corpus_and_tokenizer):
   ids, types, mask = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
   assert ids.shape == types.shape == mask.shape == (2000, length)
   assert 0.45 < batch["nsp_labels"].mean() < 0.55                # half random second segments
-  masked = replaced = kept = 0
+  masked = kept = 0
   for row in range(200):
     n = int(mask[row].sum())
     assert ids[row, 0] == sp.cls and ids[row, n - 1] == sp.sep and (ids[row, n:] == sp.pad).all()

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from lmsys import timing
-from lmsys.tasks import density
 from lmsys.models import vae
-
+from lmsys.tasks import density
 
 # --- A linear-Gaussian model: p(x) = N(b, W W^T + s^2 I) in closed form. ---
 
