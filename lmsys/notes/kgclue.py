@@ -17,29 +17,32 @@ from lmsys.tasks import kbqa
 
 
 def decode_runs(config, model, params, data, split: str, golds: list[str], writer, step: int):
-  """(rows, per_question): per run of config.decode.runs its scores, settings, fact rate and
-  time; per run the per-question EM (bool) and F1 lists, in question order."""
+  """(rows, per_question): per run of config.decode.runs (`kbqa.decode_runs`) its scores,
+  settings, fact rate, unfinished/cut counts and time; per run the per-question EM (bool) and
+  F1 lists, in question order."""
   rows, per_question = {}, {}
-  for name, (beam, constrained, lookahead, distractors) in config.decode.runs.items():
+  for name, run in kbqa.decode_runs(config.decode).items():
     with timing.Stopwatch() as watch:
-      objects, facts = kbqa.predict(model, params, data, split, beam_size=beam, constrained=constrained,
-                                    lookahead=lookahead, distractors=distractors, batch_size=config.decode.batch_size)
-    rows[name] = {**kbqa.score_answers(objects, golds), "beam": beam, "constrained": constrained,
-                  "lookahead": lookahead, "distractors": distractors,
-                  "fact_rate": float(np.mean([f is not None for f in facts])), "seconds": watch.seconds,
-                  "examples": len(golds)}
-    per_question[name] = {"em": [o == g for o, g in zip(objects, golds)],
-                          "f1": [kbqa.f1_score(o, g) for o, g in zip(objects, golds)]}
+      pred = kbqa.predict(model, params, data, split, beam_size=run.beam, constrained=run.constrained,
+                          lookahead=run.lookahead, distractors=run.distractors, renormalise=run.renormalise,
+                          length_penalty=run.length_penalty, batch_size=config.decode.batch_size)
+    rows[name] = {**kbqa.score_answers(pred.objects, golds), **run._asdict(),
+                  "fact_rate": float(np.mean([f is not None for f in pred.facts])),
+                  "unfinished": int((~pred.finished).sum()), "cut": int(pred.cut.sum()),
+                  "seconds": watch.seconds, "examples": len(golds)}
+    pairs = [(kbqa.normalize_answer(o), kbqa.normalize_answer(g)) for o, g in zip(pred.objects, golds)]
+    per_question[name] = {"em": [o == g for o, g in pairs], "f1": [kbqa.f1_score(o, g) for o, g in pairs]}
     writer.write(step, f"decode/{name}", rows[name])
     print(f"{name}: EM {rows[name]['em']:.4f} F1 {rows[name]['f1']:.4f} facts {rows[name]['fact_rate']:.3f} "
-          f"({watch.seconds:.0f} s)", flush=True)
+          f"unfinished {rows[name]['unfinished']} cut {rows[name]['cut']} ({watch.seconds:.0f} s)", flush=True)
   return rows, per_question
 
 
 def one_step_apart(before: dict, after: dict) -> bool:
   """`after` adds exactly one thing to `before` at the same beam and base: the trie
   constraint, or the look-ahead rule."""
-  if before["beam"] != after["beam"] or before["distractors"] != after["distractors"]:
+  if (before["beam"] != after["beam"] or before["distractors"] != after["distractors"]
+      or before.get("renormalise") != after.get("renormalise")):
     return False
   return ((not before["constrained"] and after["constrained"] and not after["lookahead"])
           or (before["constrained"] and not before["lookahead"] and after["lookahead"]))
