@@ -7,7 +7,7 @@ KgCLUE split file present + distractors), with and without the note's look-ahead
 answer is the decoded fact's object O. EM / F1 on O on data.eval_split. Results:
 docs/results/kgclue.md. Needs $LMSYS_DATA_DIR with kgclue/ and vocab/ (README: 'Real data').
 
-  python -m experiments.run --config configs/kgclue.py --workdir runs/kgclue          # ~40 min on 2 CPU cores (shared)
+  python -m experiments.run --config configs/kgclue.py --workdir runs/kgclue          # 3,000 steps: ~40 min on 2 shared CPU cores
   python -m experiments.run --config configs/kgclue.py:smp --workdir runs/kgclue_smp   # order S,M,P
   python -m experiments.run --config configs/kgclue.py:smoke --workdir /tmp/kgclue     # seconds
   python -m experiments.run --config configs/kgclue.py --config.data.eval_split=test_public
