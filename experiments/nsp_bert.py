@@ -118,7 +118,7 @@ def claims(results, config) -> list[dict]:
   for task, row in results["tasks"].items():
     out.append(C.claim("above_majority", "5", "NSP-BERT zero-shot beats the majority label", dataset=task,
                        metric="accuracy minus the majority label's", value=row["accuracy"] - row["majority"],
-                       interval=row["minus_majority_interval"], kind="higher",
+                       interval=row.get("minus_majority_interval"), kind="higher",
                        detail=f"accuracy {row['accuracy']:.4f}, majority {row['majority']:.4f}, random "
                        f"{row['random']:.4f}; {row['examples']} examples; model {model['kind']}"))
     if model["kind"] == "hugging_face":

@@ -328,7 +328,9 @@ def readme_section(records: dict[str, dict]) -> str:
         if c["dataset"] is None or not any(o["id"] == c["id"] and o["dataset"] is None for o in record["claims"]):
           label = c["id"] if c["dataset"] is None else f"{c['id']} ({c['dataset']})"
           # A summary over data sets shows its count per verdict; a single measurement its value.
-          measured = (_cell(c["detail"]) if c["dataset"] is None and per_set
+          counts = [f"{v} on {sum(o['verdict'] == v for o in per_set)}" for v in claims_lib.VERDICTS
+                    if any(o["verdict"] == v for o in per_set)]
+          measured = (", ".join(counts) + f" of {len(per_set)} sets" if c["dataset"] is None and per_set
                       else claims_lib.format_value(c["value"], c["interval"]))
           rows.append([note, _cell(f"**{label}**: {c['claim']}"), f"`{record['name']}`", f"**{c['verdict']}**",
                        measured, link])

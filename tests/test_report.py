@@ -58,7 +58,7 @@ def test_a_run_becomes_a_record_and_a_generated_page(tmp_path, docs, capsys):
   assert "| iris | 0.8947 [0.79, 0.97] | mle_long 0.87 | **holds** | iris, 38 test rows |" in page
   assert claims.RULE_TEXT in page
   text = readme.read_text()
-  assert "| 1 | **better**: analytic beats MLE | `logreg` | **holds** | holds on 1 (iris) |" in text
+  assert "| 1 | **better**: analytic beats MLE | `logreg` | **holds** | holds on 1 of 1 sets |" in text
   assert "| 7 | Seq2seq with trie-constrained decoding (KgCLUE) | — | no run record yet |" in text
   assert text.endswith("More text.\n")
   assert report.main(["--check", "--out", str(out), "--readme", str(readme)]) == 0
