@@ -79,7 +79,7 @@ def transformers_outputs(directory: str, batch) -> dict[str, np.ndarray]:
   """BertForPreTraining.from_pretrained(directory) on `batch`: float32 logits and log P(IsNext)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  model = transformers.BertForPreTraining.from_pretrained(directory).eval()
+  model = transformers.BertForPreTraining.from_pretrained(directory).eval()  # network-ok: a local directory the script just wrote; nothing is fetched
   with torch.no_grad():
     out = model(**{k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()})
   nsp = out.seq_relationship_logits

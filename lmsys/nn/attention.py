@@ -269,7 +269,7 @@ def _global_products(phi_q, phi_k, v1):
   Heads lead so that each product is batched over a leading axis, which XLA's CPU
   backend runs several times faster than [B, L, H, F] contracted over L. Keys stay
   [L, F]: moving F before L is a real transpose that took longer than the product
-  itself (2026-12-03, n = 8192: 25 -> 14 ms for phi(K)^T [V, 1]). The VJP is written
+  itself (docs/results/attention_cost.md measures it). The VJP is written
   out because the one autodiff derives puts L last in two of its four products and
   transposes them back (n = 8192: 100-110 ms against 53-60 ms written out); being a
   custom_vjp, this path has no forward-mode derivative (jax.jvp).

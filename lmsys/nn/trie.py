@@ -1,6 +1,6 @@
 """A prefix tree (trie) of token sequences in flat arrays: built with numpy, walked on the device.
 
-Constrained decoding (note 7, issue 12) keeps every beam inside a set of allowed
+Constrained decoding (note 7) keeps every beam inside a set of allowed
 sequences, e.g. the tokenised `S [SEP] P [SEP] M [SEP]` facts of a knowledge base.
 A beam's state is one int32, its trie node; per decoding step the model needs
 the allowed-next-token mask of every beam and the new node after the chosen

@@ -20,7 +20,7 @@ features, and eps -> 0 gives exact LDA when the covariance has full rank.
 Centering before the covariance and HIGHEST matmul precision avoid float32
 cancellation. A class absent from train has no mean to put anywhere: it gets
 weights 0 and bias -inf (probability 0; scikit-learn does not know it at all).
-(Until 2026-11-25 it got the prior of half a sample at the train mean, which
+(An earlier rule gave it the prior of half a sample at the train mean, which
 made it a catch-all: on iflytek with 1,000 training rows and shrinkage="auto",
 347 of the 1,373 test rows went to the one absent class.) A feature whose train std is 0, or at
 most 1e-6 of its |mean| (below what float32 resolves), is constant: it gets
