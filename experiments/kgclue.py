@@ -6,7 +6,7 @@ questions, so runs are compared by a paired bootstrap over questions.
 
 from __future__ import annotations
 
-from lmsys import checks, metrics
+from lmsys import checks, data, metrics
 from lmsys import claims as C
 from lmsys.config import ConfigError
 from lmsys.data import kgclue
@@ -22,12 +22,13 @@ EVALUATION_KEYS = ("decode.", "data.eval_split", "data.eval_limit")
 
 def validate(config) -> None:
   checks.trained(config)
+  checks.non_negative_int(config, "data.eval_limit")
   kgclue.check_order(config.data.order)
   try:  # files only: nothing is read here
     splits = kgclue.available_splits(config.data.data_dir or None)
-    vocab = config.data.vocab_path or kgclue.vocab_path(config.data.data_dir or None)
   except ConfigError as e:
     raise ConfigError(f"config key 'data.data_dir': {e}") from None
+  vocab = data.vocab_path(config.data.data_dir or None, config.data.vocab_path)
   try:  # small: read in full (not UTF-8, no [PAD]/[UNK]/[CLS]/[SEP]: named here, before any compute)
     kgclue.load_tokenizer(path=vocab)
   except ConfigError as e:
@@ -41,21 +42,21 @@ def validate(config) -> None:
 def inputs(config) -> list[str]:
   data_dir = config.data.data_dir or None
   return [kgclue.split_path(config.data[k], data_dir) for k in ("train_split", "eval_split")] + [
-      config.data.vocab_path or kgclue.vocab_path(data_dir)]
+      data.vocab_path(data_dir, config.data.vocab_path)]
 
 
 def run(config, workdir, writer) -> dict:
-  data = kbqa.load_data(config)
-  model, result = kbqa.train(config, workdir, writer, data)
+  kb = kbqa.load_data(config)
+  model, result = kbqa.train(config, workdir, writer, kb)
   split = config.data.eval_split
   if config.data.eval_limit:
-    data.splits[split] = data.splits[split][:config.data.eval_limit]
-  golds = kbqa.gold_objects(data, split)
-  rows, per_question = note.decode_runs(config, model, result.params, data, split, golds, writer, result.step)
+    kb.splits[split] = kb.splits[split][:config.data.eval_limit]
+  golds = kbqa.gold_objects(kb, split)
+  rows, per_question = note.decode_runs(config, model, result.params, kb, split, golds, writer, result.step)
   metrics.save_figure(note.decoding_figure(rows), workdir, "kgclue")
-  return {"order": data.order, "eval_split": split, "train_steps": result.step,
-          "base": {"facts": len(data.base), "real_facts": data.base.num_real,
-                   "distractors": len(data.base) - data.base.num_real, "vocab_size": data.tokenizer.vocab_size},
+  return {"order": kb.order, "eval_split": split, "train_steps": result.step,
+          "base": {"facts": len(kb.base), "real_facts": kb.base.num_real,
+                   "distractors": len(kb.base) - kb.base.num_real, "vocab_size": kb.tokenizer.vocab_size},
           "train_token_accuracy": result.train_metrics.get("token_accuracy"), "decode": rows,
           "paired_intervals": note.paired_intervals(rows, per_question), "note_valid_pretrained": NOTE_VALID}
 

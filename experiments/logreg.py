@@ -52,19 +52,14 @@ def run(config, workdir, writer) -> dict:
   return results
 
 
-def _baseline(row, names):
-  """The strongest converged baseline of `names` in `row` (highest test accuracy), or the first one present."""
-  chance = row["chance"]["test_acc"]
-  found = [C.baseline(n, row[n]["test_acc"], row[n].get("converged", False), chance=chance) for n in names if n in row]
-  usable = [b for b in found if C.usable_baseline(b)[0]]
-  return max(usable, key=lambda b: b["value"]) if usable else (found[0] if found else None)
-
-
 def _compare(id, text, rows, config, *, kind, names=("mle_long", "sklearn_logreg"), gap=False, margin=0.0):
-  """One record per (data set, regime) in `rows` of analytic against `_baseline(names)`, and their summary."""
+  """One record per (data set, regime) in `rows` of analytic against the strongest converged baseline
+  of `names`, and their summary."""
   records = []
   for label, row in rows:
-    base = _baseline(row, names)
+    chance = row["chance"]["test_acc"]
+    base = C.strongest_baseline([C.baseline(n, row[n]["test_acc"], row[n].get("converged", False), chance=chance)
+                                 for n in names if n in row])
     if base is None or "analytic" not in row:
       continue
     a, b = row["analytic"], row[base["name"]]

@@ -13,7 +13,7 @@ import shutil
 import jax
 import numpy as np
 
-from lmsys import analysis, checks, metrics
+from lmsys import analysis, checks, data, metrics
 from lmsys import claims as C
 from lmsys.config import ConfigError
 from lmsys.data import wordpiece
@@ -33,7 +33,7 @@ def validate(config) -> None:
   checks.apply(config, CHECKS)
   checks.data_files(config, "data.data_dir", lambda: bert_pretrain.corpus_files(d.data_dir or None, d.tasks,
                                                                                 d.train_split))
-  bert_pretrain.vocab_path(d.data_dir or None, d.vocab_path)  # ConfigError naming the key
+  data.vocab_path(d.data_dir or None, d.vocab_path)  # ConfigError naming the key
   try:
     cfg = bert_pretrain.bert_config(config, vocab_size=1)
   except ConfigError as e:
@@ -46,11 +46,11 @@ def validate(config) -> None:
 def inputs(config) -> list[str]:
   d = config.data
   return [path for _, path in bert_pretrain.corpus_files(d.data_dir or None, d.tasks, d.train_split)] + [
-      bert_pretrain.vocab_path(d.data_dir or None, d.vocab_path)]
+      data.vocab_path(d.data_dir or None, d.vocab_path)]
 
 
 def run(config, workdir, writer) -> dict:
-  vocab = bert_pretrain.vocab_path(config.data.data_dir or None, config.data.vocab_path)
+  vocab = data.vocab_path(config.data.data_dir or None, config.data.vocab_path)
   tokenizer = wordpiece.load_tokenizer(vocab)
   corpus = bert_pretrain.load_corpus(config, tokenizer)
   print(f"corpus: {corpus.info}", flush=True)

@@ -118,6 +118,7 @@ def config_not_found_message(path: str) -> str:
 
 
 def _one_line(text: str) -> str:
+  """`text` on one line: escaped newlines and runs of whitespace become one space (absl flag errors span lines)."""
   text = str(text).replace("\\n", " ").replace("\\'", "'")
   return re.sub(r"\s+", " ", text).strip()
 

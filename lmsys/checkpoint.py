@@ -107,7 +107,7 @@ def _save_error(mngr, error: BaseException, step: int | None = None) -> Checkpoi
     mngr.close()
   except Exception:  # pylint: disable=broad-except
     pass
-  return CheckpointSaveError(f"checkpoint save of step {failed} failed in {directory}: {_one_line(error)}; "
+  return CheckpointSaveError(f"checkpoint save of step {failed} failed in {directory}: {_root_cause(error)}; "
                              f"last intact checkpoint: {f'step {intact[-1]}' if intact else 'none'}")
 
 
@@ -137,7 +137,7 @@ def settle_failed_saves(timeout: float = 10.0) -> bool:
     time.sleep(0.01)
 
 
-def _one_line(error: BaseException) -> str:
+def _root_cause(error: BaseException) -> str:
   """The root cause in one line: orbax wraps tensorstore's precise error in a vaguer one.
 
   A tensorstore write error names the OS error deep in a long text
@@ -185,7 +185,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
     try:
       state, meta = restore(mngr, step, abstract_state)
     except Exception as e:  # pylint: disable=broad-except  (tensorstore, orbax, OSError, ValueError...)
-      failed.append((step, _one_line(e)))
+      failed.append((step, _root_cause(e)))
       continue
     for bad, error in failed:
       moved = move_aside(str(mngr.directory), bad)
@@ -242,7 +242,7 @@ def restore_raw(directory: str, step: int | None = None):
     except Exception as e:  # pylint: disable=broad-except
       if step is not None:
         raise
-      failed.append((candidate, _one_line(e)))
+      failed.append((candidate, _root_cause(e)))
       print(f"warning: checkpoint step {candidate} in {directory} is unreadable ({failed[-1][1]}); "
             f"trying the previous one", file=sys.stderr, flush=True)
   raise CheckpointError(f"no readable checkpoint in {directory}: "

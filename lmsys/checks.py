@@ -47,6 +47,13 @@ def positive_int(config, key: str) -> None:
   check_positive_int(config, key)
 
 
+def non_negative_int(config, key: str) -> None:
+  """An int >= 0 (not a bool), e.g. a limit where 0 means none."""
+  value = require(config, key)
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    raise ConfigError(f"config key '{key}': expected an integer >= 0, got {value!r}")
+
+
 def positive_ints(config, key: str, minimum: int = 1, allow_empty: bool = False) -> None:
   """A sequence of ints >= minimum (non-empty unless allow_empty)."""
   value = require(config, key)

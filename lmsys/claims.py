@@ -115,6 +115,14 @@ def baseline(name: str, value, converged: bool, **more) -> dict:
   return {"name": name, "value": _number(value), "converged": bool(converged), **more}
 
 
+def strongest_baseline(candidates: Sequence[dict]) -> dict | None:
+  """The baseline a verdict compares with: the highest-valued usable one (`usable_baseline`)
+  of `candidates` (made by `baseline`); the first one when none is usable (the verdict then
+  says why); None when there are none."""
+  usable = [b for b in candidates if usable_baseline(b)[0]]
+  return max(usable, key=lambda b: b["value"]) if usable else (candidates[0] if candidates else None)
+
+
 def claim(id: str, note: str, text: str, *, metric: str, value, interval=None, dataset: str | None = None,
           baseline: dict | None = None, kind: str = "higher", target: float = 0.0, margin: float = 0.0,
           detail: str = "") -> dict:

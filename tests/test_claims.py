@@ -60,6 +60,17 @@ def test_a_verdict_never_rests_on_a_baseline_that_did_not_converge_or_is_at_chan
   assert record["detail"] == "baseline mle scores 0.342, at or below chance 0.342"
 
 
+def test_the_strongest_usable_baseline_is_compared_with():
+  mle = claims.baseline("mle", 0.105, False, chance=0.342)          # the note's 10 epochs on iris
+  mle_long = claims.baseline("mle_long", 0.868, True, chance=0.342)
+  sklearn = claims.baseline("sklearn_logreg", 0.895, True, chance=0.342)
+  assert claims.strongest_baseline([mle, mle_long, sklearn])["name"] == "sklearn_logreg"
+  assert claims.strongest_baseline([mle, mle_long])["name"] == "mle_long"
+  # None usable: the first, so that the verdict says why it measures nothing.
+  assert claims.strongest_baseline([mle, claims.baseline("x", 0.9, False)])["name"] == "mle"
+  assert claims.strongest_baseline([]) is None
+
+
 def test_unknown_kind_is_an_error():
   with pytest.raises(ValueError, match="unknown claim kind 'bigger'"):
     claims.verdict(1.0, kind="bigger")

@@ -24,7 +24,7 @@ from lmsys.data.fewclue import (
 )
 from lmsys.data.idx import check_fashion_mnist_files, load_fashion_mnist, read_idx, read_idx_header
 from lmsys.data.lines import read_json_lines, read_text_lines, read_vocab
-from lmsys.data.roots import FASHION_MNIST_DIR, SOURCES, dataset_root, fewclue_dir, kgclue_dir
+from lmsys.data.roots import FASHION_MNIST_DIR, SOURCES, dataset_root, fewclue_dir, kgclue_dir, vocab_path
 from lmsys.data.sources import SKLEARN_SETS, check_available, known_datasets, load_arrays
 from lmsys.data.tfds_source import load_tfds, open_tfds, tfds_arrays
 
@@ -34,5 +34,5 @@ __all__ = [
     "fewclue_dir", "fewclue_features", "fewclue_label_names", "fewclue_labels", "fewclue_text",
     "kgclue_dir", "known_datasets", "load_arrays", "load_fashion_mnist", "load_fewclue", "load_tfds",
     "make_batch_fn", "map_batches", "open_tfds", "read_idx", "read_idx_header", "read_json_lines",
-    "read_text_lines", "read_vocab", "standardize", "subsample", "tfds_arrays",
+    "read_text_lines", "read_vocab", "standardize", "subsample", "tfds_arrays", "vocab_path",
 ]

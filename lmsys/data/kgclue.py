@@ -66,7 +66,6 @@ from lmsys.config import ConfigError
 SENSE_OPEN, SENSE_CLOSE = "（", "）"
 ANSWER_SEPARATOR = "|||"
 ORDERS = {"spm": ("subject", "predicate", "sense"), "smp": ("subject", "sense", "predicate")}
-VOCAB_FILE = os.path.join("vocab", "bert-base-chinese-vocab.txt")
 
 
 class Fact(NamedTuple):
@@ -409,11 +408,7 @@ def check_order(order: str) -> str:
   return name
 
 
-def vocab_path(data_dir: str | None = None) -> str:
-  """`<root>/vocab/bert-base-chinese-vocab.txt`, root being the folder that holds kgclue/."""
-  return os.path.join(os.path.dirname(data.kgclue_dir(data_dir).rstrip(os.sep)), VOCAB_FILE)
-
-
 def load_tokenizer(data_dir: str | None = None, path: str | None = None) -> CharTokenizer:
-  """The character tokenizer over `path`, or over the data root's BERT-chinese vocabulary."""
-  return CharTokenizer.from_file(path or vocab_path(data_dir))
+  """The character tokenizer over `path`, or over the data root's BERT-chinese vocabulary
+  (`lmsys.data.vocab_path`)."""
+  return CharTokenizer.from_file(data.vocab_path(data_dir, path or ""))

@@ -100,3 +100,33 @@ def fewclue_dir(task: str, data_dir: str | None = None) -> str:
 def kgclue_dir(data_dir: str | None = None) -> str:
   """`<root>/kgclue` (see dataset_root)."""
   return dataset_root("kgclue", data_dir)
+
+
+VOCAB_FILE = os.path.join("vocab", "bert-base-chinese-vocab.txt")
+
+
+def vocab_path(data_dir: str | None = None, path: str = "") -> str:
+  """The BERT-chinese vocabulary file that notes 5 and 7 tokenise with.
+
+  Args:
+    data_dir: the config key `data.data_dir`: a data root holding `vocab/`, or one of its
+      dataset folders (e.g. `<root>/kgclue`); None or "" means `$LMSYS_DATA_DIR`.
+    path: the config key `data.vocab_path`; when given it is the file.
+
+  Returns:
+    `path`, or `<root>/vocab/bert-base-chinese-vocab.txt`.
+
+  Raises:
+    ConfigError naming `data.vocab_path` when the file is missing or no root is known.
+  """
+  if not path:
+    root = data_dir or os.environ.get("LMSYS_DATA_DIR")
+    if not root:
+      raise ConfigError(f"config key 'data.vocab_path': empty and no data root ($LMSYS_DATA_DIR or "
+                        f"data.data_dir) to find {VOCAB_FILE} in (README: 'Real data')")
+    candidates = [os.path.join(root, VOCAB_FILE), os.path.join(os.path.dirname(root.rstrip(os.sep)), VOCAB_FILE)]
+    path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
+  if not os.path.isfile(path):
+    raise ConfigError(f"config key 'data.vocab_path': vocabulary file not found: {path!r} "
+                      f"(vocab.txt of a Chinese BERT release; README: 'Real data')")
+  return path

@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmsys import data
+from lmsys import claims, data, metrics, timing
 from lmsys.config import ConfigError
 
 CANDIDATE_TASKS = ("eprstmt", "tnews", "iflytek", "csldcp", "chid")
@@ -358,6 +358,92 @@ def baselines(task: str, labels: np.ndarray, candidates: int) -> dict[str, float
   constant guess, so an upper bound on it); random: the expected accuracy of a uniform guess."""
   counts = collections.Counter(labels.tolist())
   return {"majority": counts.most_common(1)[0][1] / len(labels), "random": 1.0 / candidates}
+
+
+# ---------------------------------------------------------------- one task of a run
+
+def check_task_files(task: str, data_config) -> None:
+  """The files a task reads are all there (nothing is read): its eval split, its threshold
+  split (samples contrast) and its label lists; a ConfigError naming the config key otherwise."""
+  d = data_config
+  try:
+    directory = data.fewclue_dir(task, d.data_dir or None)
+  except ConfigError as e:
+    raise ConfigError(f"config key 'data.data_dir': {e}") from None
+  splits = {"data.eval_split": d.eval_split, **({"data.threshold_split": d.threshold_split}
+                                                 if mapping(task) == "samples" else {})}
+  for key, split in splits.items():
+    if not os.path.isfile(path := os.path.join(directory, f"{split}.json")):
+      raise ConfigError(f"config key '{key}': fewclue/{task} has no {split}.json ({path!r})")
+  for name in needed_files(task):
+    if not os.path.isfile(path := os.path.join(directory, name)):
+      raise ConfigError(f"fewclue/{task}: label file not found: {path!r}")
+
+
+def evaluate_task(task: str, data_config, make_task_scorer: Callable[[str, int], Callable], protocol: dict,
+                  max_length: int, model_positions: int) -> dict:
+  """One task of a zero-shot run: its records, predictions, accuracy and baselines.
+
+  Args:
+    task: a FewCLUE task (`TASKS`).
+    data_config: the config's `data` section (data_dir, eval_split, threshold_split, eval_limit).
+    make_task_scorer: `(task, pair length) -> scorer` (e.g. `make_scorer` over one model).
+    protocol: `check_protocol`'s choices.
+    max_length: the config key `model.max_length` (0: the released scripts' lengths).
+    model_positions: the model's position embeddings (no pair is longer).
+
+  Returns:
+    The task's row: accuracy, the majority and random baselines (`baselines`), the paper's
+    BERT-base accuracy, the evaluated examples, the share of the most-predicted label (1 / C
+    for a balanced predictor, 1.0 for one that always picks the same candidate: a prompt bias),
+    pairs scored per second, and a paired bootstrap interval of accuracy minus the majority
+    label's; for samples contrast also the thresholds and the threshold split's accuracy.
+  """
+  d = data_config
+  limit = lambda records: records[:d.eval_limit] if d.eval_limit else records
+  eval_records = limit(data.load_fewclue(task, d.eval_split, d.data_dir or None))
+  threshold_records = None
+  if mapping(task) == "samples":
+    threshold_records = (eval_records if d.threshold_split == d.eval_split else
+                         limit(data.load_fewclue(task, d.threshold_split, d.data_dir or None)))
+  label_splits = tuple(dict.fromkeys([d.eval_split, "train_few_all", "dev_few_all"])) if task == "iflytek" else (
+      d.eval_split,)
+  names = label_texts(task, d.data_dir or None, label_splits, protocol["tnews_labels"])
+  length = task_max_length(task, max_length, model_positions)
+  with timing.Stopwatch() as watch:
+    result = zero_shot_task(task, make_task_scorer(task, length), eval_records, names, threshold_records, length,
+                            d.eval_split, d.threshold_split, protocol)
+  separate = threshold_records is not None and threshold_records is not eval_records
+  scored = len(eval_records) + (len(threshold_records) if separate else 0)
+  majority = result.labels == np.bincount(result.labels).argmax()
+  row = {"accuracy": result.accuracy, **baselines(task, result.labels, result.candidates),
+         "paper_bert_base": PAPER_BERT_BASE[task] / 100, "mapping": result.mapping,
+         "examples": len(eval_records), "candidates": result.candidates, "max_length": length,
+         "top_prediction_share": float(np.bincount(result.predictions).max() / len(result.predictions)),
+         "pairs_per_second": scored * (result.candidates if result.mapping == "candidates" else 1) / watch.seconds,
+         "seconds": watch.seconds,
+         "minus_majority_interval": claims.paired_bootstrap(result.predictions == result.labels, majority)}
+  if result.thresholds is not None:
+    row.update(threshold_split_accuracy=result.threshold_split_accuracy, thresholds=result.thresholds)
+  return row
+
+
+def figure(rows: dict[str, dict]):
+  """Bars per task: our accuracy, the majority and random baselines, the paper's BERT-base."""
+  plt = metrics.pyplot()
+  tasks = list(rows)
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks)), 3.6))
+  x = np.arange(len(tasks))
+  for i, (key, label) in enumerate((("accuracy", "ours"), ("majority", "majority"), ("random", "random"),
+                                    ("paper_bert_base", "paper (BERT-base)"))):
+    ax.bar(x + (i - 1.5) * 0.2, [rows[t][key] for t in tasks], 0.2, label=label)
+  ax.set_xticks(x, tasks, rotation=25, ha="right")
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("accuracy")
+  ax.set_title("NSP-BERT zero-shot accuracy (FewCLUE)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
 
 
 # ---------------------------------------------------------------- the BERT scorer

@@ -49,22 +49,6 @@ _COMMA = re.compile(r"[，,、：:]")
 MIN_CHARS = 4
 # Files next to the checkpoints that make a pretraining workdir a self-contained BERT.
 VOCAB_FILE, BERT_CONFIG_FILE = "vocab.txt", "bert_config.json"
-DEFAULT_VOCAB = os.path.join("vocab", "bert-base-chinese-vocab.txt")
-
-
-def vocab_path(data_dir: str | None, path: str = "") -> str:
-  """`path` (config key data.vocab_path) or <data root>/vocab/bert-base-chinese-vocab.txt;
-  a ConfigError if the file is missing."""
-  if not path:
-    root = data_dir or os.environ.get("LMSYS_DATA_DIR")
-    if not root:
-      raise ConfigError("config key 'data.vocab_path': empty and no data root ($LMSYS_DATA_DIR or "
-                        "data.data_dir) to find vocab/bert-base-chinese-vocab.txt in (README: 'Real data')")
-    path = os.path.join(root, DEFAULT_VOCAB)
-  if not os.path.isfile(path):
-    raise ConfigError(f"config key 'data.vocab_path': vocabulary file not found: {path!r} "
-                      f"(vocab.txt of a Chinese BERT release; README: 'Real data')")
-  return path
 
 
 # ---------------------------------------------------------------- texts
@@ -403,7 +387,7 @@ def load_bert(config):
     cfg, variables, vocab, step = load_checkpoint(path)
     return cfg.replace(dtype=dtype), variables, vocab, {"kind": "lmsys_bert_pretrain", "path": path, "step": step}
   r = config.model.random
-  vocab = vocab_path(config.data.data_dir or None, config.data.vocab_path)
+  vocab = data.vocab_path(config.data.data_dir or None, config.data.vocab_path)
   cfg = bert.BertConfig(vocab_size=wordpiece.load_tokenizer(vocab).get_vocab_size(), hidden_size=r.hidden_size,
                         num_hidden_layers=r.num_hidden_layers, num_attention_heads=r.num_attention_heads,
                         intermediate_size=r.intermediate_size, max_position_embeddings=r.max_position_embeddings,

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from lmsys import data
 from lmsys.config import ConfigError
 from lmsys.data import kgclue
 from lmsys.nn import trie
@@ -205,8 +206,8 @@ def test_tokenizer(kg_root):
   tok = kgclue.load_tokenizer(root)
   assert tok.vocab_size == len(tok.tokens)
   assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id) == (0, 100, 101, 102)
-  assert kgclue.load_tokenizer(path=kgclue.vocab_path(root)).tokens == tok.tokens
-  assert kgclue.vocab_path(root) == os.path.join(root, "vocab", "bert-base-chinese-vocab.txt")
+  assert kgclue.load_tokenizer(path=data.vocab_path(root)).tokens == tok.tokens
+  assert data.vocab_path(root) == os.path.join(root, "vocab", "bert-base-chinese-vocab.txt")
   ids = tok.encode("天地 玄黄")
   assert len(ids) == 5 and ids[2] == tok.space_id != tok.unk_id
   assert tok.decode(ids) == "天地 玄黄"
