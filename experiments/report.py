@@ -33,6 +33,7 @@ import argparse
 import datetime
 import importlib
 import json
+import math
 import os
 import re
 import shutil
@@ -70,14 +71,23 @@ def _read_json(path, default=None):
     return json.load(f)
 
 
-def _write_json(path, obj):
+def _json_text(obj) -> str:
   """JSON for a record: a list one compact item a line (claims), anything else indented."""
-  with open(path, "w") as f:
-    if isinstance(obj, list):
-      f.write("[\n" + ",\n".join(json.dumps(item, allow_nan=False, ensure_ascii=False) for item in obj) + "\n]\n")
-    else:
-      json.dump(obj, f, indent=1, allow_nan=False, ensure_ascii=False)
-      f.write("\n")
+  if isinstance(obj, list):
+    return "[\n" + ",\n".join(json.dumps(item, allow_nan=False, ensure_ascii=False) for item in obj) + "\n]\n"
+  return json.dumps(obj, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def _finite(obj):
+  """`obj` with every NaN or infinite float as None (JSON null): a run's results may hold NaN,
+  e.g. the steps per second of a run that resumed at its last step and trained none."""
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  if isinstance(obj, dict):
+    return {k: _finite(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite(v) for v in obj]
+  return obj
 
 
 def config_spec(command) -> tuple[str, str]:
@@ -146,16 +156,24 @@ def make_record(run_dir: str, out: str, name: str | None = None, recompute: bool
     provenance = dict(provenance, claims_computed_by={"commit": _commit(), "utc": _now(),
                                                       "by": "python -m experiments.report"})
   for record in claims:
-    claims_lib.check_record(record)
+    try:
+      claims_lib.check_record(record)
+    except ValueError as e:
+      raise ReportError(f"{os.path.join(run_dir, 'claims.json')}: {e}") from None
   name = name or record_name(provenance, config)
   if not re.fullmatch(r"[A-Za-z0-9_.=-]+", name or ""):
     raise ReportError(f"bad record name {name!r} (letters, digits, _ . = - only)")
+  texts = [_json_text(_finite(obj)) for obj in (claims, results, provenance)]  # before anything is replaced
   directory = os.path.join(out, RECORDS, name)
+  staging = directory + ".new"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  for file, text in zip(RECORD_FILES, texts):
+    with open(os.path.join(staging, file), "w") as f:
+      f.write(text)
   if os.path.isdir(directory):
     shutil.rmtree(directory)
-  os.makedirs(directory)
-  for file, obj in zip(RECORD_FILES, (claims, results, provenance)):
-    _write_json(os.path.join(directory, file), obj)
+  os.replace(staging, directory)
   size = os.path.getsize(os.path.join(directory, "results.json"))
   if size > LARGE_RECORD:
     print(f"warning: {directory}/results.json is {size:,} bytes", file=sys.stderr)
@@ -310,31 +328,31 @@ def render_section(page: str, records: list[dict]) -> str:
 
 
 def readme_section(records: dict[str, dict]) -> str:
-  """The README's table: one row per claim (its summary over data sets), verdict, page."""
+  """The README's table: one row per note, each claim with its verdict over every data set and
+  record of the note's pages (the pages hold each data set's row)."""
   from lmsys import claims as claims_lib  # pylint: disable=g-import-not-at-top
-  lines = [BEGIN, "", "What each note says and what we measured: one row per claim and record (the claim's "
-           "summary over data sets; every data set's row is on the page). Verdict rule: "
+  lines = [BEGIN, "", "What each note says and what we measured: each claim with its verdict over the data sets "
+           "and records of its page (*mixed*: verdicts differ; the counts are of data sets and records). Verdict rule: "
            "`lmsys.claims.verdict`, stated on each page.", ""]
   rows = []
   for note, title, pages in NOTES:
     mine = [r for r in records.values() if page_of(r) in pages]
     link = f"[{pages[0]}.md](docs/results/{pages[0]}.md)"
-    if not mine:
-      rows.append([note, _cell(title), "—", "no run record yet", "—", link])
-      continue
+    verdicts, texts = {}, {}  # claim id -> the verdict of every data set (or the one measurement)
     for record in mine:
-      for c in record["claims"]:
-        per_set = [o for o in record["claims"] if o["id"] == c["id"] and o["dataset"] is not None]
-        if c["dataset"] is None or not any(o["id"] == c["id"] and o["dataset"] is None for o in record["claims"]):
-          label = c["id"] if c["dataset"] is None else f"{c['id']} ({c['dataset']})"
-          # A summary over data sets shows its count per verdict; a single measurement its value.
-          counts = [f"{v} on {sum(o['verdict'] == v for o in per_set)}" for v in claims_lib.VERDICTS
-                    if any(o["verdict"] == v for o in per_set)]
-          measured = (", ".join(counts) + f" of {len(per_set)} sets" if c["dataset"] is None and per_set
-                      else claims_lib.format_value(c["value"], c["interval"]))
-          rows.append([note, _cell(f"**{label}**: {c['claim']}"), f"`{record['name']}`", f"**{c['verdict']}**",
-                       measured, link])
-  lines += _table(["note", "claim", "record", "verdict", "measured", "page"], rows) + ["", END]
+      for claim_id in dict.fromkeys(c["id"] for c in record["claims"]):
+        found = [c for c in record["claims"] if c["id"] == claim_id]
+        per_set = [c for c in found if c["dataset"] is not None] or found
+        texts.setdefault(claim_id, found[0]["claim"])
+        verdicts.setdefault(claim_id, []).extend(c["verdict"] for c in per_set)
+    cells = []
+    for claim_id, found in verdicts.items():
+      verdict = claims_lib.combine(found)
+      counts = ", ".join(f"{v} {found.count(v)}" for v in claims_lib.VERDICTS if v in found)
+      cells.append(f"{texts[claim_id]}: **{verdict}**" + (f" ({counts})" if verdict == "mixed" else ""))
+    names = ", ".join(f"`{r['name']}`" for r in mine) or "no run record yet"
+    rows.append([note, _cell(title), "<br>".join(_cell(c) for c in cells) or "—", names, link])
+  lines += _table(["note", "what it says", "claims: verdict", "records", "page"], rows) + ["", END]
   return "\n".join(lines)
 
 

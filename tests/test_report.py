@@ -58,8 +58,10 @@ def test_a_run_becomes_a_record_and_a_generated_page(tmp_path, docs, capsys):
   assert "| iris | 0.8947 [0.79, 0.97] | mle_long 0.87 | **holds** | iris, 38 test rows |" in page
   assert claims.RULE_TEXT in page
   text = readme.read_text()
-  assert "| 1 | **better**: analytic beats MLE | `logreg` | **holds** | holds on 1 of 1 sets |" in text
-  assert "| 7 | Seq2seq with trie-constrained decoding (KgCLUE) | — | no run record yet |" in text
+  assert ("| 1 | Logistic regression has an analytic solution | analytic beats MLE: **holds** | `logreg` | "
+          "[logreg.md](docs/results/logreg.md) |") in text
+  assert ("| 7 | Seq2seq with trie-constrained decoding (KgCLUE) | — | no run record yet | "
+          "[kgclue.md](docs/results/kgclue.md) |") in text
   assert text.endswith("More text.\n")
   assert report.main(["--check", "--out", str(out), "--readme", str(readme)]) == 0
 
@@ -127,3 +129,34 @@ def test_a_record_can_be_recorded_again_with_recomputed_claims(tmp_path, docs):
                       "--recompute-claims"]) == 0
   assert json.loads((record / "claims.json").read_text()) == []     # experiments/mlp.py states none
   assert json.loads((record / "provenance.json").read_text())["git"]["commit"] == COMMIT
+
+
+def test_nan_in_results_is_recorded_as_null_and_a_failed_record_keeps_the_old_one(tmp_path, docs):
+  out, readme = docs
+  run_dir = _workdir(str(tmp_path / "run"))
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) == 0
+  old = (out / "records" / "logreg" / "results.json").read_text()
+  # A run that resumed at its last step and trained none: steps per second is NaN.
+  results = json.load(open(os.path.join(run_dir, "results.json")))
+  json.dump({**results, "steps_per_second": float("nan")}, open(os.path.join(run_dir, "results.json"), "w"))
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) == 0
+  assert json.loads((out / "records" / "logreg" / "results.json").read_text())["steps_per_second"] is None
+  # A record that cannot be written (a claim that fails its check) leaves the previous record whole.
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) == 0
+  good = (out / "records" / "logreg" / "results.json").read_text()
+  bad_claims = [{"id": "x"}]
+  json.dump(bad_claims, open(os.path.join(run_dir, "claims.json"), "w"))
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) != 0
+  assert (out / "records" / "logreg" / "results.json").read_text() == good != old
+  assert sorted(os.listdir(out / "records")) == ["logreg"]
+
+
+def test_the_readme_counts_the_verdicts_of_a_mixed_claim(tmp_path, docs):
+  out, readme = docs
+  run_dir = _workdir(str(tmp_path / "run"))
+  wine = claims.claim("better", "1", "analytic beats MLE", metric="test accuracy difference", value=-0.2,
+                      interval=[-0.3, -0.1], dataset="wine", detail="wine")
+  iris = claims.read(run_dir)[0]
+  claims.write(run_dir, [iris, wine, claims.summarize([iris, wine])])
+  assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) == 0
+  assert "| analytic beats MLE: **mixed** (holds 1, fails 1) | `logreg` |" in readme.read_text()
