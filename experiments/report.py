@@ -328,31 +328,34 @@ def render_section(page: str, records: list[dict]) -> str:
 
 
 def readme_section(records: dict[str, dict]) -> str:
-  """The README's table: one row per note, each claim with its verdict over every data set and
-  record of the note's pages (the pages hold each data set's row)."""
+  """The README's table: one row per claim of each note, its verdict over every data set and
+  record of the note's pages (their counts when they differ; the pages hold each row), a link."""
   from lmsys import claims as claims_lib  # pylint: disable=g-import-not-at-top
-  lines = [BEGIN, "", "What each note says and what we measured: each claim with its verdict over the data sets "
-           "and records of its page (*mixed*: verdicts differ; the counts are of data sets and records). Verdict rule: "
-           "`lmsys.claims.verdict`, stated on each page.", ""]
+  lines = [BEGIN, "", "What each note says and what we measured: one row per claim, its verdict over the data sets "
+           "and records of its page (*mixed*: the verdicts differ, counted over data sets and records; a single "
+           "measurement shows its value). Verdict rule: `lmsys.claims.verdict`, stated on each page.", ""]
   rows = []
   for note, title, pages in NOTES:
     mine = [r for r in records.values() if page_of(r) in pages]
     link = f"[{pages[0]}.md](docs/results/{pages[0]}.md)"
-    verdicts, texts = {}, {}  # claim id -> the verdict of every data set (or the one measurement)
+    if not mine:
+      rows.append([note, _cell(title), "no run record yet", "—", link])
+      continue
+    found = {}  # claim id -> (its text, the claim records of every data set or the one measurement)
     for record in mine:
       for claim_id in dict.fromkeys(c["id"] for c in record["claims"]):
-        found = [c for c in record["claims"] if c["id"] == claim_id]
-        per_set = [c for c in found if c["dataset"] is not None] or found
-        texts.setdefault(claim_id, found[0]["claim"])
-        verdicts.setdefault(claim_id, []).extend(c["verdict"] for c in per_set)
-    cells = []
-    for claim_id, found in verdicts.items():
-      verdict = claims_lib.combine(found)
-      counts = ", ".join(f"{v} {found.count(v)}" for v in claims_lib.VERDICTS if v in found)
-      cells.append(f"{texts[claim_id]}: **{verdict}**" + (f" ({counts})" if verdict == "mixed" else ""))
-    names = ", ".join(f"`{r['name']}`" for r in mine) or "no run record yet"
-    rows.append([note, _cell(title), "<br>".join(_cell(c) for c in cells) or "—", names, link])
-  lines += _table(["note", "what it says", "claims: verdict", "records", "page"], rows) + ["", END]
+        same = [c for c in record["claims"] if c["id"] == claim_id]
+        found.setdefault(claim_id, (same[0]["claim"], []))[1].extend(
+            [c for c in same if c["dataset"] is not None] or same)
+    for claim_id, (text, measured) in found.items():
+      verdicts = [c["verdict"] for c in measured]
+      verdict = claims_lib.combine(verdicts)
+      if len(measured) == 1:
+        shown = claims_lib.format_value(measured[0]["value"], measured[0]["interval"])
+      else:
+        shown = ", ".join(f"{v} {verdicts.count(v)}" for v in claims_lib.VERDICTS if v in verdicts)
+      rows.append([note, _cell(f"**{claim_id}**: {text}"), f"**{verdict}**", shown, link])
+  lines += _table(["note", "claim", "verdict", "measured", "page"], rows) + ["", END]
   return "\n".join(lines)
 
 

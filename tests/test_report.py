@@ -58,9 +58,9 @@ def test_a_run_becomes_a_record_and_a_generated_page(tmp_path, docs, capsys):
   assert "| iris | 0.8947 [0.79, 0.97] | mle_long 0.87 | **holds** | iris, 38 test rows |" in page
   assert claims.RULE_TEXT in page
   text = readme.read_text()
-  assert ("| 1 | Logistic regression has an analytic solution | analytic beats MLE: **holds** | `logreg` | "
+  assert ("| 1 | **better**: analytic beats MLE | **holds** | 0.8947 [0.79, 0.97] | "
           "[logreg.md](docs/results/logreg.md) |") in text
-  assert ("| 7 | Seq2seq with trie-constrained decoding (KgCLUE) | — | no run record yet | "
+  assert ("| 7 | Seq2seq with trie-constrained decoding (KgCLUE) | no run record yet | — | "
           "[kgclue.md](docs/results/kgclue.md) |") in text
   assert text.endswith("More text.\n")
   assert report.main(["--check", "--out", str(out), "--readme", str(readme)]) == 0
@@ -159,4 +159,4 @@ def test_the_readme_counts_the_verdicts_of_a_mixed_claim(tmp_path, docs):
   iris = claims.read(run_dir)[0]
   claims.write(run_dir, [iris, wine, claims.summarize([iris, wine])])
   assert report.main([run_dir, "--out", str(out), "--readme", str(readme)]) == 0
-  assert "| analytic beats MLE: **mixed** (holds 1, fails 1) | `logreg` |" in readme.read_text()
+  assert "| 1 | **better**: analytic beats MLE | **mixed** | holds 1, fails 1 |" in readme.read_text()
