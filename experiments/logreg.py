@@ -26,8 +26,6 @@ SYNTHETIC = [(checks.positive_int, f"data.synthetic.{k}") for k in ("dim", "num_
 def validate(config) -> None:
   if not config.data.names:
     raise ConfigError("config key 'data.names': empty; name at least one dataset (e.g. digits, synthetic)")
-  if not config.methods:
-    raise ConfigError(f"config key 'methods': empty; name at least one of {', '.join(logreg.METHODS)}")
   checks.apply(config, CHECKS + (SYNTHETIC if "synthetic" in config.data.names else []))
   checks.datasets(config, "data.names", lambda name: name == "synthetic" or data.check_available(
       name, logreg.data_dir_for(config, name), **classification.data_options(config, name)))

@@ -26,8 +26,6 @@ CHECKS = [(checks.each_one_of, "data.tasks", nsp_bert.TASKS, "task"), (checks.po
 
 def validate(config) -> None:
   d = config.data
-  if not d.tasks:
-    raise ConfigError(f"config key 'data.tasks': unknown or empty [] (known: {', '.join(nsp_bert.TASKS)})")
   checks.apply(config, CHECKS)
   for task in d.tasks:  # files only: nothing is read here
     nsp_bert.check_task_files(task, d)

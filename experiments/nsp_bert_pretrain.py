@@ -28,8 +28,6 @@ CHECKS = [(checks.trained,), (checks.each_one_of, "data.tasks", tuple(bert_pretr
 
 def validate(config) -> None:
   d = config.data
-  if not d.tasks:
-    raise ConfigError(f"config key 'data.tasks': unknown or empty [] (known: {', '.join(bert_pretrain.TEXT_FIELDS)})")
   checks.apply(config, CHECKS)
   checks.data_files(config, "data.data_dir", lambda: bert_pretrain.corpus_files(d.data_dir or None, d.tasks,
                                                                                 d.train_split))

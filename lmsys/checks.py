@@ -93,8 +93,11 @@ def one_of(config, key: str, choices: Sequence[str], what: str = "value") -> Non
 
 
 def each_one_of(config, key: str, choices: Sequence[str], what: str = "value") -> None:
-  """A sequence whose every item is one of `choices`."""
-  for value in require(config, key):
+  """A non-empty sequence whose every item is one of `choices`."""
+  values = require(config, key)
+  if not values:
+    raise ConfigError(f"config key '{key}': empty; name at least one {what} (known: {', '.join(map(str, choices))})")
+  for value in values:
     if value not in choices:
       raise ConfigError(f"config key '{key}': unknown {what} {value!r} (known: {', '.join(map(str, choices))})")
 

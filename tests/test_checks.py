@@ -14,6 +14,7 @@ def _config(**values):
 @pytest.mark.parametrize("check, args, good, bad, message", [
     (checks.positive_int, (), 3, 0, "config key 'k': expected a positive integer, got 0"),
     (checks.positive_int, (), 3, True, "config key 'k': expected a positive integer, got True"),
+    (checks.each_one_of, (("a", "b"), "task"), ("b",), (), "config key 'k': empty; name at least one task (known: a, b)"),
     (checks.non_negative_int, (), 0, -1, "config key 'k': expected an integer >= 0, got -1"),
     (checks.non_negative_int, (), 5, 2.5, "config key 'k': expected an integer >= 0, got 2.5"),
     (checks.positive_ints, (), (1, 2), (1, 0), "config key 'k': expected positive integers, got (1, 0)"),
