@@ -1,7 +1,9 @@
 """Small utilities for tests that run the real entry point."""
 
 import contextlib
+import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -100,3 +102,25 @@ def leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@contextlib.contextmanager
+def xla_compilations():
+  """The names of the functions XLA compiles inside the block (from `jax.log_compiles`), as a
+  list that fills while the block runs: `with xla_compilations() as names: ...`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  names = []
+
+  class _Collect(logging.Handler):
+    def emit(self, record):
+      found = re.match(r"Finished XLA compilation of jit\((.+?)\) in", record.getMessage())
+      if found:
+        names.append(found.group(1))
+
+  handler, logger = _Collect(level=logging.DEBUG), logging.getLogger("jax")
+  logger.addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      yield names
+  finally:
+    logger.removeHandler(handler)

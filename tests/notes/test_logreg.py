@@ -9,6 +9,7 @@ import pytest
 
 from lmsys import data
 from lmsys.notes import logreg
+from tests import helpers
 
 
 def _gaussian(dim=6, num_classes=3, n=4000, seed=0, separation=1.5):
@@ -100,14 +101,15 @@ def test_absent_class_is_never_predicted():
 
 def test_fit_is_jitted_once_per_shape():
   _, (x, y), _ = _gaussian(dim=4, num_classes=3, seed=4)
-  logreg.fit_analytic(x, y)
-  before = logreg._fit_softmax._cache_size()
-  logreg.fit_analytic(x + 1.0, y, shrinkage=1e-2)  # new values, same shapes: no recompilation
-  assert logreg._fit_softmax._cache_size() == before
-  logreg.fit_analytic(x, y, shrinkage="auto")
-  before = logreg._fit_auto._cache_size()
-  logreg.fit_analytic(x * 2.0, y, shrinkage="auto")
-  assert logreg._fit_auto._cache_size() == before
+  x_shifted, x_scaled = x + 1.0, x * 2.0
+  with helpers.xla_compilations() as names:
+    logreg.fit_analytic(x, y)
+    logreg.fit_analytic(x, y, shrinkage="auto")
+    first = list(names)
+    logreg.fit_analytic(x_shifted, y, shrinkage=1e-2)  # new values, same shapes: no recompilation
+    logreg.fit_analytic(x_scaled, y, shrinkage="auto")
+  assert "_fit_softmax" in first and "_fit_auto" in first
+  assert [n for n in names[len(first):] if n.startswith("_fit")] == []
 
 
 # ---------------------------------------------------------------- shrinkage="auto"
