@@ -79,6 +79,8 @@ flags:
   --workdir DIR            where the run writes (default runs/<config>[-<variant>]/<timestamp>);
                            the same command on an existing workdir resumes it
   --config.KEY=VALUE       sets one config key (`--config.train.num_steps=500`); repeatable
+  --compilation_cache DIR  keep XLA's compiled programs in DIR across runs (JAX's persistent
+                           cache; the same as JAX_COMPILATION_CACHE_DIR=DIR)
   -h, --help               this message
 
 configs (configs/NAME.py; its docstring says what it reproduces and lists its variants):
@@ -201,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   import jax  # pylint: disable=g-import-not-at-top
   try:
+    cache_dir, argv = split_compilation_cache(argv)
+    if cache_dir:
+      jax.config.update("jax_compilation_cache_dir", cache_dir)
     config, path, arg, workdir = parse_args(argv)
     module = load_experiment(config)
     module.validate(config)
@@ -240,6 +245,31 @@ def main(argv: list[str] | None = None) -> int:
     return code
   finally:
     lock.release()
+
+
+def split_compilation_cache(argv: list[str]) -> tuple[str | None, list[str]]:
+  """The `--compilation_cache DIR` (or `=DIR`) flag's folder, and argv without it.
+
+  The folder is JAX's persistent compilation cache (`jax_compilation_cache_dir`): a later run
+  (a resume, a sweep trial, another config with the same shapes) loads compiled programs from it
+  instead of compiling again. JAX caches programs whose compilation took at least
+  `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` (1 s by default).
+  """
+  rest, folder, i = [], None, 0
+  while i < len(argv):
+    if argv[i] == "--compilation_cache":
+      if i + 1 >= len(argv):
+        raise ConfigError("--compilation_cache needs a folder")
+      folder, i = argv[i + 1], i + 2
+      continue
+    if argv[i].startswith("--compilation_cache="):
+      folder = argv[i].split("=", 1)[1]
+    else:
+      rest.append(argv[i])
+    i += 1
+  if folder is not None and (not folder or os.path.isfile(folder)):
+    raise ConfigError(f"--compilation_cache: {folder!r} is not a folder")
+  return folder, rest
 
 
 def _first_missing(workdir: str) -> str | None:
