@@ -431,41 +431,49 @@ def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
   before = jnp.clip(depth - 1, 0, width - 1)                                  # index of the last decoded token
   after = jnp.minimum(depth, width - 1)                                       # index of the next token
 
-  # Narrow groups: the LCS of each of the hypothesis's R completions, scanned now.
-  members = la.members[jnp.maximum(group, 0)]                                 # [B*K, R]
-  rows = jnp.maximum(members, 0)
-  # A member is a completion of this hypothesis if it passes through the same node.
-  through = (members >= 0) & (group >= 0)[:, None] & (depth > 0)[:, None] & (
-      la.path[rows, before[:, None]] == node[:, None])
-  next_token = jnp.where(depth[:, None] < width, la.tokens[rows, after[:, None]], 0)
-  r = members.shape[1]
-  sequences = la.tokens[rows.reshape(-1)]
-  question = jnp.repeat(question_rows, r, 0)
-  key_length = (sequences != 0).sum(1) - 1                                    # without the closing [SEP]
-  full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
-  gain = (full - prefix).reshape(b * k, r)
-  weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
-
-  # Wide groups: every wide sequence, its LCS history with the question read from wide_history.
-  wide_rows = jnp.maximum(la.wide, 0)                                          # [W]
-  wide_tokens, wide_path = la.tokens[wide_rows], la.path[wide_rows]          # [W, L]
-  wide_through = (la.wide >= 0)[None, :] & (group == -2)[:, None] & (depth > 0)[:, None] & (
-      wide_path.T[before] == node[:, None])                                   # [B*K, W]
-  wide_next = jnp.where(depth[:, None] < width, wide_tokens.T[after], 0)
-  question_of = jnp.arange(b * k) // k
-  w_count = wide_rows.shape[0]
-  history = wide_history.reshape(b * w_count, width)
-  last_sep = _last_sep(wide_tokens, sep_id)                                    # [W, L]
-  cell = question_of[:, None] * w_count + jnp.arange(w_count)[None, :]        # [B*K, W] rows of history
-  history_at = lambda i: history[cell, i]
-  last_sep_at = lambda i: last_sep[jnp.arange(w_count)[None, :], i]
-  wide_key = jnp.broadcast_to((wide_tokens != 0).sum(1) - 1, cell.shape)
-  wide_gain = (_encoded_lcs(history_at, last_sep_at, wide_key, width)
-               - _encoded_lcs(history_at, last_sep_at, jnp.broadcast_to(depth[:, None], cell.shape), width))
-  wide_weight = jnp.where(wide_through & (wide_next != 0), wide_gain + 1, 1).astype(jnp.float32)
-
   hyp = jnp.arange(b * k)[:, None]
-  weights = jnp.ones((b * k, v), jnp.float32).at[hyp, next_token].max(weight).at[hyp, wide_next].max(wide_weight)
+
+  def narrow(weights):
+    """Narrow groups: the LCS of each of the hypothesis's R completions, scanned now."""
+    members = la.members[jnp.maximum(group, 0)]                               # [B*K, R]
+    rows = jnp.maximum(members, 0)
+    # A member is a completion of this hypothesis if it passes through the same node.
+    through = (members >= 0) & (group >= 0)[:, None] & (depth > 0)[:, None] & (
+        la.path[rows, before[:, None]] == node[:, None])
+    next_token = jnp.where(depth[:, None] < width, la.tokens[rows, after[:, None]], 0)
+    r = members.shape[1]
+    sequences = la.tokens[rows.reshape(-1)]
+    question = jnp.repeat(question_rows, r, 0)
+    key_length = (sequences != 0).sum(1) - 1                                  # without the closing [SEP]
+    full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
+    gain = (full - prefix).reshape(b * k, r)
+    weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
+    return weights.at[hyp, next_token].max(weight)
+
+  def wide(weights):
+    """Wide groups: every wide sequence, its LCS history with the question read from wide_history."""
+    wide_rows = jnp.maximum(la.wide, 0)                                        # [W]
+    wide_tokens, wide_path = la.tokens[wide_rows], la.path[wide_rows]        # [W, L]
+    wide_through = (la.wide >= 0)[None, :] & (group == -2)[:, None] & (depth > 0)[:, None] & (
+        wide_path.T[before] == node[:, None])                                 # [B*K, W]
+    wide_next = jnp.where(depth[:, None] < width, wide_tokens.T[after], 0)
+    w_count = wide_rows.shape[0]
+    history = wide_history.reshape(b * w_count, width)
+    last_sep = _last_sep(wide_tokens, sep_id)                                  # [W, L]
+    cell = (jnp.arange(b * k) // k)[:, None] * w_count + jnp.arange(w_count)[None, :]  # [B*K, W] rows of history
+    history_at = lambda i: history[cell, i]
+    last_sep_at = lambda i: last_sep[jnp.arange(w_count)[None, :], i]
+    wide_key = jnp.broadcast_to((wide_tokens != 0).sum(1) - 1, cell.shape)
+    wide_gain = (_encoded_lcs(history_at, last_sep_at, wide_key, width)
+                 - _encoded_lcs(history_at, last_sep_at, jnp.broadcast_to(depth[:, None], cell.shape), width))
+    wide_weight = jnp.where(wide_through & (wide_next != 0), wide_gain + 1, 1).astype(jnp.float32)
+    return weights.at[hyp, wide_next].max(wide_weight)
+
+  # Each path only on the steps where some hypothesis needs it (most steps have none in a wide
+  # group; none in any group while subjects are decoded): the same weights, less work.
+  weights = jnp.ones((b * k, v), jnp.float32)
+  weights = jax.lax.cond(jnp.any(group >= 0), narrow, lambda w: w, weights)
+  weights = jax.lax.cond(jnp.any(group == -2), wide, lambda w: w, weights)
   lp = log_probs.reshape(b * k, v)
   live = lp > decoding.NEG_INF / 2
   branching = live.sum(-1) > 1
