@@ -19,7 +19,7 @@ set up as `python -m experiments.run` sets up an experiment's: default malloc, n
 `lmsys.provenance.environment` (commit, versions, devices, host, CPUs, load) plus the command,
 times and process settings. Records committed under docs/performance/records/ (one JSON per
 run) render docs/performance.md: one row per id from the latest record that has it. The ids
-that need the KgCLUE files (LMSYS_DATA_DIR) or Fashion-MNIST are skipped, and say so, without them.
+that need the KgCLUE files (LMSYS_DATA_DIR), Fashion-MNIST or a GPU are skipped, and say so, without them.
 `--tiny` runs every id at toy sizes (for tests: the numbers mean nothing).
 """
 
@@ -60,7 +60,7 @@ class Bench:
   target: str | None                                 # "<= 1.2", ">= 0.6", or None (measured for the record)
   run: Callable[[bool, int], tuple[list[float], dict]]  # (tiny, repeats) -> (per-round values, details)
   repeats: int = 7
-  needs: str = ""                                    # "kgclue" / "fashion_mnist": data it reads
+  needs: str = ""                                    # "kgclue" / "fashion_mnist" (data it reads) / "gpu"
   env: dict = dataclasses.field(default_factory=dict)  # process environment (run in a child process)
 
 
@@ -195,6 +195,21 @@ def bench_softmax_vs_linear_attention(tiny, repeats):
   times = interleaved({"softmax": lambda: softmax(q, k, v), "linear": lambda: linear(q, k, v)}, repeats,
                       inner=1 if tiny else 3)
   return ratios(times, "softmax", "linear"), {"n": n, "heads": 12, "head_dim": 64, **medians(times)}
+
+
+def bench_cudnn_vs_linear_attention(tiny, repeats):
+  """On a GPU: cuDNN's fused causal softmax attention vs causal linear attention, both bfloat16."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from lmsys.nn import attention as A  # pylint: disable=g-import-not-at-top
+  n = 256 if tiny else 8192
+  q, k, v = (a.astype(jnp.bfloat16) for a in _qkv(n, 12, 64))
+  cudnn = jax.jit(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn"))
+  linear = jax.jit(lambda q, k, v: A.attend(q, k, v, kind="linear", causal=True))
+  times = interleaved({"cudnn": lambda: cudnn(q, k, v), "linear": lambda: linear(q, k, v)}, repeats, inner=5)
+  return ratios(times, "cudnn", "linear"), {"n": n, "heads": 12, "head_dim": 64, "dtype": "bfloat16",
+                                            **medians(times)}
 
 
 def bench_causal_chunk_products(tiny, repeats):
@@ -351,12 +366,12 @@ def bench_finite_check(tiny, repeats):
 
 # ---------------------------------------------------------------- note 7: the trie
 
-VOCAB, SEP, END, FIRST_CHAR = 21128, 102, 0, 672  # bert-base-chinese; [SEP], [PAD]; chars above FIRST_CHAR
+VOCAB, SEP_ID, PAD_ID, FIRST_CHAR = 21128, 102, 0, 672  # bert-base-chinese; [SEP], [PAD]; chars above FIRST_CHAR
 
 
 def synthetic_targets(n: int, seed: int = 0, facts_per_subject: int = 5, width: int = 40):
   """n sequences `S [SEP] P [SEP] M [SEP]` shaped like the KgCLUE base, as (tokens uint16 [n, width]
-  padded with END, lengths): subjects of 4-14 chars (~facts_per_subject sequences each), predicates
+  padded with PAD_ID, lengths): subjects of 4-14 chars (~facts_per_subject sequences each), predicates
   from a pool of 3,000 of 3-8 chars (mildly skewed), senses 70% empty else one of 5,000 of 2-15
   chars; characters Zipf-distributed so that prefixes are shared. Seeded, vectorised."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -377,7 +392,7 @@ def synthetic_targets(n: int, seed: int = 0, facts_per_subject: int = 5, width: 
   subject = rng.integers(0, num_subjects, n)
   predicate = (3000 * rng.random(n) ** 1.5).astype(np.int64)
   sense = subject_sense[subject]
-  out = np.full((n, width), END, np.uint16)
+  out = np.full((n, width), PAD_ID, np.uint16)
   rows = np.arange(n)[:, None]
   offset = np.zeros(n, np.int64)
   for source, length in ((subjects[subject], subject_len[subject]),
@@ -387,7 +402,7 @@ def synthetic_targets(n: int, seed: int = 0, facts_per_subject: int = 5, width: 
     keep = np.arange(source.shape[1])[None, :] < length[:, None]
     out[np.broadcast_to(rows, cols.shape)[keep], cols[keep]] = source[keep]
     offset += length
-    out[np.arange(n), offset] = SEP
+    out[np.arange(n), offset] = SEP_ID
     offset += 1
   return out, offset.astype(np.int32)
 
@@ -410,8 +425,8 @@ def bench_trie_build(tiny, repeats):
   from lmsys.nn import trie  # pylint: disable=g-import-not-at-top
   n = 2000 if tiny else 1_000_000
   tokens, lengths = synthetic_targets(n)
-  times = interleaved({"numpy": lambda: trie.build_trie(tokens, lengths, VOCAB, END)}, repeats)
-  built = trie.build_trie(tokens, lengths, VOCAB, END)
+  times = interleaved({"numpy": lambda: trie.build_trie(tokens, lengths, VOCAB, PAD_ID)}, repeats)
+  built = trie.build_trie(tokens, lengths, VOCAB, PAD_ID)
   return [t / TRIE_LIMIT_S for t in times["numpy"]], {
       "sequences": n, "nodes": int(built.num_nodes), "trie_mib": built.nbytes() / 2 ** 20, **medians(times)}
 
@@ -421,7 +436,7 @@ def bench_trie_vs_dict(tiny, repeats):
   n = 2000 if tiny else 20_000
   tokens, lengths = synthetic_targets(n)
   seqs = [tuple(r[:k].tolist()) for r, k in zip(tokens, lengths)]
-  times = interleaved({"dict": lambda: dict_trie(seqs), "numpy": lambda: trie.build_trie(tokens, lengths, VOCAB, END)},
+  times = interleaved({"dict": lambda: dict_trie(seqs), "numpy": lambda: trie.build_trie(tokens, lengths, VOCAB, PAD_ID)},
                       repeats)
   return ratios(times, "dict", "numpy"), {"sequences": n, **medians(times)}
 
@@ -550,6 +565,9 @@ BENCHES = {b.id: b for b in [
     Bench("softmax_vs_linear_attention", "notes 2, 3: fused softmax attention (jax.nn.dot_product_attention) "
           "vs linear attention, non-causal, n 4096, h 12, d 64", "ratio", "linear attention", None,
           bench_softmax_vs_linear_attention),
+    Bench("cudnn_vs_linear_attention", "on a GPU: cuDNN's causal softmax attention vs causal linear attention, "
+          "bfloat16, n 8192, h 12, d 64", "ratio", "causal linear attention", None,
+          bench_cudnn_vs_linear_attention, needs="gpu"),
     Bench("iwae_log_px", "note 6: the k = 5,000 log p(x) estimate (25 images a call, chunk 500), its matmul "
           "FLOP rate", "fraction of the matmul rate", "a 2048^3 float32 square matmul's FLOP rate",
           ">= 0.6", bench_iwae_log_px, repeats=5),
@@ -582,6 +600,10 @@ def missing_data(needs: str) -> str | None:
     if needs == "kgclue":
       from lmsys import data  # pylint: disable=g-import-not-at-top
       data.kgclue_dir(None)
+    elif needs == "gpu":
+      import jax  # pylint: disable=g-import-not-at-top
+      if jax.default_backend() != "gpu":
+        return f"the backend is {jax.default_backend()}, not a GPU"
     elif needs == "fashion_mnist":
       _fashion_mnist(True)
   except Exception as e:  # pylint: disable=broad-except
@@ -644,7 +666,7 @@ def run(ids: list[str], tiny: bool = False, repeats: int | None = None, argv: li
     why = missing_data(bench.needs) if bench.needs else None
     if why:
       skipped[bench_id] = why
-      print(f"{bench_id}: skipped, no {bench.needs} data ({why})", flush=True)
+      print(f"{bench_id}: skipped, needs {bench.needs} ({why})", flush=True)
       continue
     row = run_one(bench, tiny, repeats)
     rows.append(row)
@@ -756,8 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     print(problem or f"{os.path.relpath(args.page, REPO)} matches its records", file=sys.stderr if problem else sys.stdout)
     return 1 if problem else 0
   if args.render:
+    text = expected_page(args.records, args.page)
     with open(args.page, "w") as f:
-      f.write(expected_page(args.records, args.page))
+      f.write(text)
     print(f"rendered {os.path.relpath(args.page, REPO)}")
     return 0
   unknown = [i for i in args.ids if i not in BENCHES]
