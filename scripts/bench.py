@@ -169,7 +169,7 @@ def _causal_linear(tiny, repeats, backward):
       return jax.jit(jax.grad(lambda q, k, v: jnp.sum(forward(q, k, v)), argnums=(0, 1, 2)))
     return jax.jit(forward)
   calls = {name: (lambda f=fn(causal): f(q, k, v)) for name, causal in (("causal", True), ("non_causal", False))}
-  times = interleaved(calls, repeats, inner=1 if tiny else 5)
+  times = interleaved(calls, repeats, inner=1 if tiny else 10)
   return ratios(times, "causal", "non_causal"), {"n": n, "heads": 8, "head_dim": 64, "dtype": "float32",
                                                  "chunk_size": A.default_chunk_size(),
                                                  "allocator": os.environ.get("MALLOC_MMAP_MAX_") == "0",
@@ -546,22 +546,23 @@ def bench_nsp_scoring(tiny, repeats):
 BENCHES = {b.id: b for b in [
     Bench("lookahead_decoding", "note 7: beam search with the look-ahead rule vs constrained beam search "
           "(beam 5, batch 16 dev questions, all 40 steps, base with distractors)", "ratio",
-          "constrained beam search", "<= 1.2", bench_lookahead_decoding, needs="kgclue"),
+          "constrained beam search", "<= 1.2", bench_lookahead_decoding, repeats=9, needs="kgclue"),
     Bench("constrained_decoding", "note 7: trie-constrained vs unconstrained beam search (same beam, batch, steps)",
-          "ratio", "unconstrained beam search", "<= 1.05", bench_constrained_decoding, needs="kgclue"),
+          "ratio", "unconstrained beam search", "<= 1.05", bench_constrained_decoding, repeats=9, needs="kgclue"),
     Bench("causal_linear_attention", "causal vs non-causal linear attention, forward, n 4096, B 1, H 8, D 64, "
-          "f32, default malloc", "ratio", "non-causal linear attention", "<= 2.0", bench_causal_linear_attention),
+          "f32, default malloc", "ratio", "non-causal linear attention", "<= 2.0", bench_causal_linear_attention,
+          repeats=15),
     Bench("causal_linear_attention_grad", "as causal_linear_attention, forward+backward (grad wrt q, k, v)",
-          "ratio", "non-causal forward+backward", "<= 2.0", bench_causal_linear_attention_grad),
+          "ratio", "non-causal forward+backward", "<= 2.0", bench_causal_linear_attention_grad, repeats=15),
     Bench("causal_linear_attention_kept", "as causal_linear_attention, with malloc keeping freed memory "
           "(MALLOC_MMAP_MAX_=0)", "ratio", "non-causal linear attention", "<= 2.0",
-          bench_causal_linear_attention, env=KEPT_MEMORY_ENV),
+          bench_causal_linear_attention, repeats=15, env=KEPT_MEMORY_ENV),
     Bench("causal_linear_attention_grad_kept", "as causal_linear_attention_grad, with malloc keeping freed "
           "memory", "ratio", "non-causal forward+backward", "<= 2.0", bench_causal_linear_attention_grad,
-          env=KEPT_MEMORY_ENV),
+          repeats=15, env=KEPT_MEMORY_ENV),
     Bench("causal_chunk_products", "FLOP rate of the chunk-parallel causal form's four batched products "
           "(C = default chunk, n 8192, h 12, d 64)", "fraction of the matmul rate",
-          "a plain [n, h*d] x [h*d, h*d] matmul's FLOP rate", None, bench_causal_chunk_products),
+          "a plain [n, h*d] x [h*d, h*d] matmul's FLOP rate", None, bench_causal_chunk_products, repeats=11),
     Bench("softmax_vs_linear_attention", "notes 2, 3: fused softmax attention (jax.nn.dot_product_attention) "
           "vs linear attention, non-causal, n 4096, h 12, d 64", "ratio", "linear attention", None,
           bench_softmax_vs_linear_attention),
@@ -570,19 +571,20 @@ BENCHES = {b.id: b for b in [
           bench_cudnn_vs_linear_attention, needs="gpu"),
     Bench("iwae_log_px", "note 6: the k = 5,000 log p(x) estimate (25 images a call, chunk 500), its matmul "
           "FLOP rate", "fraction of the matmul rate", "a 2048^3 float32 square matmul's FLOP rate",
-          ">= 0.6", bench_iwae_log_px, repeats=5),
+          ">= 0.6", bench_iwae_log_px, repeats=9),
     Bench("trainer_overhead", "lmsys.trainer.train's time a step vs a bare loop of the same jitted "
           "make_train_step (MLP 784-256-256-10, batch 128, 1,500 steps)", "ratio", "bare jitted loop",
-          "<= 1.02", bench_trainer_overhead),
+          "<= 1.02", bench_trainer_overhead, repeats=11),
     Bench("finite_check", "the update step with per-leaf finite flags (the replay after a failure) vs the "
-          "step the loop runs (loss flag only); CPU time", "ratio", "loss-only step", None, bench_finite_check),
+          "step the loop runs (loss flag only); CPU time", "ratio", "loss-only step", None, bench_finite_check,
+          repeats=11),
     Bench("trie_build", "note 7: lmsys.nn.trie.build_trie on 1M synthetic KgCLUE-shaped sequences",
           "fraction of the limit", "5 s (the trie's target for 1M sequences)", "<= 1.0", bench_trie_build,
           repeats=5),
     Bench("trie_vs_dict", "note 7: a Python dict-of-dicts trie vs build_trie on 20k synthetic sequences "
-          "(speed-up)", "ratio", "build_trie", None, bench_trie_vs_dict, repeats=5),
+          "(speed-up)", "ratio", "build_trie", None, bench_trie_vs_dict, repeats=9),
     Bench("squareplus", "note 8: squareplus vs softplus, forward+backward on 2^22 float32 values",
-          "ratio", "softplus", "<= 1.0", bench_squareplus),
+          "ratio", "softplus", "<= 1.0", bench_squareplus, repeats=11),
     Bench("logreg_fit", "note 1: scikit-learn lbfgs (max_iter 100) vs the analytic fit on 5,000 standardised "
           "Fashion-MNIST rows (speed-up)", "ratio", "the analytic fit", ">= 1.0", bench_logreg_fit,
           repeats=5, needs="fashion_mnist"),
@@ -590,7 +592,7 @@ BENCHES = {b.id: b for b in [
           "60,000 rows", "ratio", "the in-memory analytic fit", None, bench_logreg_streaming, repeats=5,
           needs="fashion_mnist"),
     Bench("nsp_scoring", "note 5: a BERT forward returning NSP and MLM logits vs NSP only (4 layers, hidden "
-          "256; batch 32 x 128)", "ratio", "NSP-only scoring", None, bench_nsp_scoring, repeats=5),
+          "256; batch 32 x 128)", "ratio", "NSP-only scoring", None, bench_nsp_scoring),
 ]}
 
 
