@@ -545,7 +545,7 @@ def bench_nsp_scoring(tiny, repeats):
 
 BENCHES = {b.id: b for b in [
     Bench("lookahead_decoding", "note 7: beam search with the look-ahead rule vs constrained beam search "
-          "(beam 5, batch 16 dev questions, all 40 steps, base with distractors)", "ratio",
+          "(beam 5, batch 16 dev questions, all 56 steps, base with distractors)", "ratio",
           "constrained beam search", "<= 1.2", bench_lookahead_decoding, repeats=9, needs="kgclue"),
     Bench("constrained_decoding", "note 7: trie-constrained vs unconstrained beam search (same beam, batch, steps)",
           "ratio", "unconstrained beam search", "<= 1.05", bench_constrained_decoding, repeats=9, needs="kgclue"),
