@@ -264,7 +264,7 @@ def bench_iwae_log_px(tiny, repeats):
   values = [(flops / e) / (2 * size ** 3 / s) for e, s in zip(times["estimate"], times["square"])]
   memory = {f"temp_mib_k{kk}": timing.compiled_memory(
       lambda p, xb, r, kk=kk: density.estimate_log_px(lambda rr, s: apply(p, xb, rr, s), r, kk, chunk, (1,)),
-      params, x, rng)["temp_bytes"] / 2 ** 20 for kk in (chunk, k)}
+      params, x, rng)["temp_bytes"] / 2 ** 20 for kk in (k, 10 * k)}
   return values, {"k": k, "chunk": chunk, "images": batch, "block_rows": model.block_rows,
                   "block_samples": vae.samples_per_block(chunk, batch, model.block_rows),
                   "gflop": flops / 1e9, "square_gflops_per_s": 2 * size ** 3 / statistics.median(times["square"]) / 1e9,
