@@ -359,10 +359,11 @@ def readme_section(records: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
-def splice(text: str, section: str, after_title: bool) -> str:
-  """`text` with its generated section replaced by `section` (inserted under the title if absent)."""
-  if BEGIN in text and END in text:
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
+def splice(text: str, section: str, after_title: bool, begin: str = BEGIN, end: str = END) -> str:
+  """`text` with its generated section (from the `begin` marker to the `end` marker) replaced by
+  `section` (inserted under the title if absent)."""
+  if begin in text and end in text:
+    start, stop = text.index(begin), text.index(end) + len(end)
     return text[:start] + section + text[stop:]
   if after_title and text.startswith("# "):
     title, _, rest = text.partition("\n")
@@ -401,14 +402,20 @@ def check(out: str, readme: str) -> list[str]:
   for path, want in expected_files(out, readme).items():
     have = open(path).read() if os.path.exists(path) else ""
     if have != want:
-      have_lines, want_lines = have.splitlines(), want.splitlines()
-      line = next((i for i, (a, b) in enumerate(zip(have_lines, want_lines)) if a != b),
-                  min(len(have_lines), len(want_lines)))
-      shown = lambda lines: repr(lines[line][:100]) if line < len(lines) else "(end of file)"
-      problems.append(f"{os.path.relpath(path, REPO)}:{line + 1}: differs from its records "
-                      f"(page has {shown(have_lines)}, records give {shown(want_lines)}); "
+      problems.append(f"{first_difference(path, have, want)}; "
                       f"run `python -m experiments.report` on the runs, or fix the records")
   return problems
+
+
+def first_difference(path: str, have: str, want: str) -> str:
+  """'path:line: differs from its records (page has ..., records give ...)' for the first line
+  where a page's text `have` differs from its rendering `want` (path relative to the repository)."""
+  have_lines, want_lines = have.splitlines(), want.splitlines()
+  line = next((i for i, (a, b) in enumerate(zip(have_lines, want_lines)) if a != b),
+              min(len(have_lines), len(want_lines)))
+  shown = lambda lines: repr(lines[line][:100]) if line < len(lines) else "(end of file)"
+  return (f"{os.path.relpath(path, REPO)}:{line + 1}: differs from its records "
+          f"(page has {shown(have_lines)}, records give {shown(want_lines)})")
 
 
 def main(argv=None) -> int:

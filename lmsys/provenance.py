@@ -94,6 +94,30 @@ def describe_inputs(paths: Iterable[str]) -> list[dict]:
   return out
 
 
+def environment(code_dir: str) -> dict:
+  """Where a measurement runs: the code's commit and the machine, as `start` records them.
+
+  Args:
+    code_dir: a directory of the code that runs (its git checkout is recorded).
+  Returns:
+    {"git", "versions", "devices", "process_count", "host", "cpu_count", "load_average"}.
+  """
+  return {
+      "git": git_state(code_dir),
+      "versions": versions(),
+      "devices": devices(),
+      "process_count": _process_count(),
+      "host": socket.gethostname(),
+      "cpu_count": os.cpu_count(),
+      "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+  }
+
+
+def now_utc() -> str:
+  """The current UTC time as provenance records it (`2026-01-31T12:00:00Z`)."""
+  return _now()
+
+
 def _now() -> str:
   return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -117,17 +141,13 @@ def start(workdir: str, *, command: Sequence[str], config_json: dict, code_dir: 
   if old is not None:
     previous = old.get("previous", []) + [{k: old.get(k) for k in
                                            ("git", "command", "start_utc", "end_utc", "status")}]
+  env = environment(code_dir)
   record = {
-      "git": git_state(code_dir),
+      "git": env.pop("git"),
       "command": list(command),
       "config": config_json,
       "config_sha256": config_sha256(config_json),
-      "versions": versions(),
-      "devices": devices(),
-      "process_count": _process_count(),
-      "host": socket.gethostname(),
-      "cpu_count": os.cpu_count(),
-      "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+      **env,
       "inputs": describe_inputs(inputs),
       "start_utc": _now(), "end_utc": None, "wall_seconds": None, "status": "running",
       "previous": previous,

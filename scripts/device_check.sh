@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU machine: install the `cuda` extra, run the tests on the GPU and the attention /
-# trainer / BERT benchmarks, and write one JSON of results. At most 8 minutes: each step has
+# trainer / BERT ids of scripts/bench.py, and write one JSON of results. At most 8 minutes: each step has
 # its own time limit (below; 470 s in all, and 5 s more to kill one that ignores SIGTERM);
 # a step that fails or runs out of time is recorded as such and the next one runs.
 #
@@ -10,7 +10,7 @@
 #   bash scripts/device_check.sh --out DIR        # results folder (default device_check/)
 #
 # Writes DIR/device_check.json: the device and versions; per step its command, exit code and
-# seconds; the test counts (from pytest's JUnit XML); each benchmark's own JSON. DIR/<step>.log
+# seconds; the test counts (from pytest's JUnit XML); the bench JSON (scripts/bench.py). DIR/<step>.log
 # holds each step's output. Exit code 0 when every step passed, else 1.
 #
 # No test is marked GPU-only: the tests run here are those of the code that runs on the
@@ -76,24 +76,18 @@ if [ "$DEVICES_RC" != 0 ]; then  # no GPU for jax: benchmarking the CPU at GPU s
 elif [ "$MODE" = gpu ]; then
   TESTS=(tests/nn/test_attention.py tests/models/test_bert_recorded.py tests/models/test_transformer.py
          tests/test_trainer.py)
-  ATTENTION=(--lengths 2048,8192 --target_seconds 0.3 --max_repeats 5 --max_seconds 5)
-  TRAINER=(--dataset digits --steps 2000 --rounds 3)
-  NSP=(--models base,small --batch 64 --length 128 --target_seconds 1)
+  BENCH=(causal_linear_attention causal_linear_attention_grad softmax_vs_linear_attention
+         cudnn_vs_linear_attention trainer_overhead nsp_scoring --repeats 5)
 else  # the same steps at sizes that take seconds on 2 CPU cores
   TESTS=(tests/models/test_bert_recorded.py)
-  ATTENTION=(--lengths 256,512 --kernels softmax,linear_elu --backward linear_elu
-             --target_seconds 0.05 --max_repeats 3)
-  TRAINER=(--dataset digits --steps 100 --rounds 1)
-  NSP=(--models small --small 2,64,2,128 --batch 4 --length 32 --target_seconds 0.2)
+  BENCH=(causal_linear_attention softmax_vs_linear_attention trainer_overhead nsp_scoring --repeats 5 --tiny)
 fi
 
 if [ "$DEVICES_RC" = 0 ]; then
   # float32 matmuls in full precision (not TF32) for the tests: their tolerances are the CPU's.
   step tests 150 env JAX_DEFAULT_MATMUL_PRECISION=highest "$PYTHON" -m pytest -q -m "not slow" \
       -p no:cacheprovider --junitxml="$OUT/tests.xml" "${TESTS[@]}"
-  step bench_attention 70 "$PYTHON" scripts/bench_attention.py "${ATTENTION[@]}" --json "$OUT/bench_attention.json"
-  step bench_trainer 35 "$PYTHON" scripts/bench_trainer.py "${TRAINER[@]}" --json "$OUT/bench_trainer.json"
-  step bench_nsp 35 "$PYTHON" scripts/bench_nsp.py "${NSP[@]}" --json "$OUT/bench_nsp.json"
+  step bench 140 "$PYTHON" scripts/bench.py "${BENCH[@]}" --json "$OUT/bench.json"
 fi
 
 "$PYTHON" - "$OUT" "$MODE" "$(( $(date +%s) - START ))" <<'EOF'
@@ -119,8 +113,7 @@ if os.path.exists(os.path.join(out, "tests.xml")):
   result["tests"]["passed"] = result["tests"]["tests"] - sum(
       result["tests"][k] for k in ("failures", "errors", "skipped"))
   result["tests"]["seconds"] = float(suite.get("time", 0))
-for name in ("bench_attention", "bench_trainer", "bench_nsp"):
-  result[name] = read_json(name + ".json")
+result["bench"] = read_json("bench.json")
 with open(os.path.join(out, "device_check.json"), "w") as f:
   json.dump(result, f, indent=1)
 failed = [n for n, s in steps.items() if s["exit_code"]]

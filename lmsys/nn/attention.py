@@ -172,7 +172,7 @@ def feature_dim(kind: str, head_dim: int, *, num_features: int = 256, order: int
 # Causal chunk C per backend (see default_chunk_size); any other backend gets the CPU's.
 # CPU: measured (h=12, d=64, n=8192, 2 shared cores, causal / non-causal linear elu+1):
 # C=32 2.25x, C=64 2.04x, C=128 2.33x. GPU and TPU: not measured yet (larger tiles
-# suit their matrix units); scripts/bench_attention.py --chunk_size measures them.
+# suit their matrix units); scripts/bench.py causal_chunk_products measures the products at the default.
 CHUNK_SIZES = {"cpu": 64, "gpu": 128, "tpu": 256}
 
 

@@ -55,8 +55,8 @@ second numbers the new nodes breadth-first with cumulative sums down the rows,
 and counts children per node from their parents (runs of equal parent ids).
 No Python loop runs per sequence or per token; the Python loops run per chunk
 of rows and per depth. Time O(N*L*log N) for the sort plus O(N*L), memory
-~12 bytes a node + ~17 bytes a sequence + one chunk of work (see
-scripts/bench_trie.py for measurements against a dict-of-dicts trie).
+~12 bytes a node + ~17 bytes a sequence + one chunk of work (`python scripts/bench.py
+trie_build trie_vs_dict` measures it, the latter against a dict-of-dicts trie).
 """
 
 from __future__ import annotations

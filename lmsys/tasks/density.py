@@ -13,7 +13,7 @@ IWAE_k for every k dividing chunk_size: the samples of each chunk are cut into
 groups of k, and IWAE_k is averaged over the num_samples/k groups -- the same
 expectation as one k-sample draw, with num_samples/k times less variance.
 Its cost is the model's log weights (lmsys/models/vae.py runs them in cache-sized blocks
-of samples); scripts/bench_vae.py compares it with this machine's matmul FLOP rate.
+of samples); `python scripts/bench.py iwae_log_px` compares it with this machine's matmul FLOP rate.
 
 Standard errors (per image):
   * log p(x) estimate: delta method, se = sqrt(sum w^2 / (sum w)^2 - 1/k)

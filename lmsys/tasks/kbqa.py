@@ -240,18 +240,37 @@ class Lookahead(NamedTuple):
   """What the look-ahead rule needs on the device, beside the trie (a pytree; `build_lookahead`).
 
   Once a hypothesis has decoded its subject (up to the first [SEP]), its possible completions
-  are the facts of that subject: a group of at most R sequences (R = the largest group,
-  6 on KgCLUE with distractors), so looking down the whole trie costs R rows a beam."""
-  group_of_node: Any   # int32 [num_nodes]: subject group of a node at or past its subject's [SEP], else -1
+  are the facts of that subject: a group of sequences. Groups of at most `max_group` facts
+  (all but 11 of 19,922 on KgCLUE with distractors, 6 facts each) are rows of `members`, padded
+  to the widest of them, R: a hypothesis in one scans its R completions each step. The few
+  wider groups (on KgCLUE the subjects that tokenise to a lone [UNK]: 390 facts in one group)
+  would pad every row to their width; their sequences are listed once in `wide` instead, and
+  the LCS of each with each question is computed once per decoded batch (`lookahead_args`),
+  so a step only reads it. Both paths give the rule's weights exactly.
+  """
+  group_of_node: Any   # int32 [num_nodes]: at or past its subject's [SEP]: its row of `members`, or -2
+                       # in a wide group; else -1
   depth_of_node: Any   # int32 [num_nodes]: tokens from the root
-  members: Any         # int32 [G, R]: the sequences (rows of `tokens`) of each group, -1 pads
+  members: Any         # int32 [G, R]: the sequences (rows of `tokens`) of each narrow group, -1 pads
+  wide: Any            # int32 [W]: the sequences of the groups wider than max_group (-1: none)
   tokens: Any          # int32 [N, L]: the base's target sequences, 0-padded
   path: Any            # int32 [N, L]: the node after each token of each sequence (-1 past its end)
 
 
 def build_lookahead(trie: trie_lib.TrieArrays, tokens: np.ndarray, lengths: np.ndarray,
-                    sep_id: int) -> Lookahead:
-  """The look-ahead tables of the sequences a trie was built from (host numpy, vectorised)."""
+                    sep_id: int, max_group: int | None = 8) -> Lookahead:
+  """The look-ahead tables of the sequences a trie was built from (host numpy, vectorised).
+
+  Args:
+    trie: the trie of `tokens`.
+    tokens: int [N, L] target sequences, 0-padded.
+    lengths: int [N].
+    sep_id: the [SEP] id (the first one ends the subject).
+    max_group: groups (facts of one subject) with more facts than this go to `wide`; None:
+      none do (every group a row of `members`, padded to the widest).
+  Returns:
+    The `Lookahead` tables (numpy).
+  """
   tokens = np.asarray(tokens, np.int32)
   n, width = tokens.shape
   step = jax.jit(trie_lib.advance)
@@ -267,20 +286,29 @@ def build_lookahead(trie: trie_lib.TrieArrays, tokens: np.ndarray, lengths: np.n
     raise ValueError(f"sequence {int(np.flatnonzero(~has_sep)[0])} has no [SEP] ending its subject")
   first_sep = (tokens == sep_id).argmax(1)
   subject_node = path[np.arange(n), first_sep]
-  groups, group_of_seq = np.unique(subject_node, return_inverse=True)
-  sizes = np.bincount(group_of_seq, minlength=len(groups))
-  order = np.argsort(group_of_seq, kind="stable")
-  rank = np.arange(n) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-  members = np.full((len(groups), int(sizes.max()) if n else 1), -1, np.int32)
-  members[group_of_seq[order], rank] = order
+  _, group_of_seq = np.unique(subject_node, return_inverse=True)
+  sizes = np.bincount(group_of_seq)
+  wide_group = sizes > max_group if max_group is not None else np.zeros(len(sizes), bool)
+  # Narrow groups renumbered 0.. in order; wide ones -2.
+  row_of_group = np.where(wide_group, -2, np.cumsum(~wide_group) - 1).astype(np.int32)
+  narrow = ~wide_group[group_of_seq]
+  row_of_seq = row_of_group[group_of_seq]
+  seqs = np.flatnonzero(narrow)
+  order = seqs[np.argsort(row_of_seq[seqs], kind="stable")]
+  narrow_sizes = sizes[~wide_group]
+  rank = np.arange(len(order)) - np.repeat(np.cumsum(narrow_sizes) - narrow_sizes, narrow_sizes)
+  members = np.full((max(len(narrow_sizes), 1), int(narrow_sizes.max()) if len(order) else 1), -1, np.int32)
+  members[row_of_seq[order], rank] = order
+  wide = np.flatnonzero(~narrow).astype(np.int32)
+  wide = wide if len(wide) else np.full(1, -1, np.int32)
   group_of_node = np.full(trie.num_nodes, -1, np.int32)
   depth_of_node = np.zeros(trie.num_nodes, np.int32)
   cols = np.arange(width)[None, :]
   valid = path >= 0
   depth_of_node[path[valid]] = np.broadcast_to(cols + 1, path.shape)[valid]
   past_subject = valid & (cols >= first_sep[:, None])
-  group_of_node[path[past_subject]] = np.broadcast_to(group_of_seq[:, None], path.shape)[past_subject]
-  return Lookahead(group_of_node, depth_of_node, members, tokens, path)
+  group_of_node[path[past_subject]] = np.broadcast_to(row_of_seq[:, None], path.shape)[past_subject]
+  return Lookahead(group_of_node, depth_of_node, members, wide, tokens, path)
 
 
 def _lcs_history(question, sequences):
@@ -312,6 +340,23 @@ def _lcs_history(question, sequences):
   return (lq - jax.lax.population_count(history | ~low).astype(jnp.int32) + (32 - lq)).T
 
 
+def _last_sep(sequences, sep_id: int):
+  """[M, L]: the position of the last [SEP] in the first i + 1 tokens of each sequence (-1: none)."""
+  width = sequences.shape[-1]
+  return jax.lax.cummax(jnp.where(sequences == sep_id, jnp.arange(width), -1), axis=sequences.ndim - 1)
+
+
+def _encoded_lcs(history_at, last_sep_at, n, width: int):
+  """LCS(first n tokens, [CLS] q [SEP]) from lookups of a sequence's LCS history and last [SEP]:
+  `history_at(i)` / `last_sep_at(i)` give entry i (the first i + 1 tokens) for index arrays i
+  shaped like n. See `lcs_with_encoded_question`."""
+  def first(m, at):  # entry m - 1, 0 where m == 0
+    return jnp.where(m > 0, at(jnp.clip(m - 1, 0, width - 1)), 0)
+  j = jnp.where(n > 0, first(n, last_sep_at), -1)
+  through_sep = jnp.where(j >= 0, 1 + first(j, history_at), 0)
+  return jnp.maximum(first(n, history_at), through_sep)
+
+
 def lcs_with_encoded_question(question, sequences, lengths, sep_id: int):
   """LCS(first n tokens of each sequence, [CLS] question [SEP]) for the n of `lengths`, as note
   7's reference code measures the look-ahead: against the question as BERT encodes it.
@@ -329,19 +374,31 @@ def lcs_with_encoded_question(question, sequences, lengths, sep_id: int):
     int32 [M] (a tuple of them for a tuple of lengths).
   """
   history = _lcs_history(question, sequences)
+  last_sep = _last_sep(sequences, sep_id)
   width = sequences.shape[1]
-  last_sep = jax.lax.cummax(jnp.where(sequences == sep_id, jnp.arange(width)[None, :], -1), axis=1)
-
-  def first(n, table):  # table[:, n - 1], 0 where n == 0
-    value = jnp.take_along_axis(table, jnp.clip(n - 1, 0, width - 1)[:, None], axis=1)[:, 0]
-    return jnp.where(n > 0, value, 0)
-
-  def at(n):
-    j = jnp.where(n > 0, first(n, last_sep), -1)
-    through_sep = jnp.where(j >= 0, 1 + first(j, history), 0)
-    return jnp.maximum(first(n, history), through_sep)
-
+  row = lambda table: (lambda i: jnp.take_along_axis(table, i[:, None], axis=1)[:, 0])
+  at = lambda n: _encoded_lcs(row(history), row(last_sep), n, width)
   return tuple(at(n) for n in lengths) if isinstance(lengths, tuple) else at(lengths)
+
+
+def lookahead_args(source, beam_size: int, tables: Lookahead):
+  """The look-ahead rule's per-batch inputs (`lookahead_bonus`'s args) for questions [B, Lq].
+
+  Besides each hypothesis's question row, the LCS history of every wide-group sequence with
+  every question [B, W, L]: computed here once per batch, not once per step and hypothesis.
+
+  Args:
+    source: int [B, Lq] the questions, 0-padded, without [CLS] / [SEP].
+    beam_size: K, hypotheses per question.
+    tables: the `Lookahead` tables (on the device).
+  Returns:
+    (question rows int [B*K, Lq], tables, wide history int32 [B, W, L]).
+  """
+  batch = source.shape[0]
+  wide_tokens = tables.tokens[jnp.maximum(tables.wide, 0)]                    # [W, L]
+  w = wide_tokens.shape[0]
+  history = _lcs_history(jnp.repeat(source, w, 0), jnp.tile(wide_tokens, (batch, 1)))
+  return jnp.repeat(source, beam_size, 0), tables, history.reshape(batch, w, -1)
 
 
 def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
@@ -354,38 +411,73 @@ def lookahead_bonus(args, cache, log_probs, nodes, *, sep_id: int):
   (decode.renormalise, as the reference).
 
   Args:
-    args: (question rows int [B*K, Lq], Lookahead tables).
+    args: `lookahead_args(...)`: (question rows int [B*K, Lq], Lookahead tables, the wide groups'
+      LCS history [B, W, L]).
     cache: unused (the rule reads the trie, not the model).
     log_probs: [B, K, V] masked log-softmax (NEG_INF off the trie).
     nodes: [B*K] trie node of each hypothesis.
     sep_id: the [SEP] id (ends the subject; the question's closing token).
+  Returns:
+    float32 [B, K, V].
   """
   del cache
-  question_rows, la = args
+  question_rows, la, wide_history = args
   b, k, v = log_probs.shape
   alive_node = nodes >= 0
   node = jnp.maximum(nodes, 0)
   group = jnp.where(alive_node, la.group_of_node[node], -1)                   # [B*K]
   depth = la.depth_of_node[node]
-  members = la.members[jnp.maximum(group, 0)]                                 # [B*K, R]
   width = la.tokens.shape[1]
-  rows = jnp.maximum(members, 0)
-  # A member is a completion of this hypothesis if it passes through the same node.
-  through = (members >= 0) & (group >= 0)[:, None] & (depth > 0)[:, None] & (
-      la.path[rows, jnp.clip(depth - 1, 0, width - 1)[:, None]] == node[:, None])
-  next_token = jnp.where(depth[:, None] < width, la.tokens[rows, jnp.minimum(depth, width - 1)[:, None]], 0)
-  r = members.shape[1]
-  sequences = la.tokens[rows.reshape(-1)]
-  question = jnp.repeat(question_rows, r, 0)
-  key_length = (sequences != 0).sum(1) - 1                                    # without the closing [SEP]
-  full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
-  gain = (full - prefix).reshape(b * k, r)
-  weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
-  weights = jnp.ones((b * k, v), jnp.float32).at[jnp.arange(b * k)[:, None], next_token].max(weight)
+  before = jnp.clip(depth - 1, 0, width - 1)                                  # index of the last decoded token
+  after = jnp.minimum(depth, width - 1)                                       # index of the next token
+
+  hyp = jnp.arange(b * k)[:, None]
+
+  def narrow(weights):
+    """Narrow groups: the LCS of each of the hypothesis's R completions, scanned now."""
+    members = la.members[jnp.maximum(group, 0)]                               # [B*K, R]
+    rows = jnp.maximum(members, 0)
+    # A member is a completion of this hypothesis if it passes through the same node.
+    through = (members >= 0) & (group >= 0)[:, None] & (depth > 0)[:, None] & (
+        la.path[rows, before[:, None]] == node[:, None])
+    next_token = jnp.where(depth[:, None] < width, la.tokens[rows, after[:, None]], 0)
+    r = members.shape[1]
+    sequences = la.tokens[rows.reshape(-1)]
+    question = jnp.repeat(question_rows, r, 0)
+    key_length = (sequences != 0).sum(1) - 1                                  # without the closing [SEP]
+    full, prefix = lcs_with_encoded_question(question, sequences, (key_length, jnp.repeat(depth, r)), sep_id)
+    gain = (full - prefix).reshape(b * k, r)
+    weight = jnp.where(through & (next_token != 0), gain + 1, 1).astype(jnp.float32)
+    return weights.at[hyp, next_token].max(weight)
+
+  def wide(weights):
+    """Wide groups: every wide sequence, its LCS history with the question read from wide_history."""
+    wide_rows = jnp.maximum(la.wide, 0)                                        # [W]
+    wide_tokens, wide_path = la.tokens[wide_rows], la.path[wide_rows]        # [W, L]
+    wide_through = (la.wide >= 0)[None, :] & (group == -2)[:, None] & (depth > 0)[:, None] & (
+        wide_path.T[before] == node[:, None])                                 # [B*K, W]
+    wide_next = jnp.where(depth[:, None] < width, wide_tokens.T[after], 0)
+    w_count = wide_rows.shape[0]
+    history = wide_history.reshape(b * w_count, width)
+    last_sep = _last_sep(wide_tokens, sep_id)                                  # [W, L]
+    cell = (jnp.arange(b * k) // k)[:, None] * w_count + jnp.arange(w_count)[None, :]  # [B*K, W] rows of history
+    history_at = lambda i: history[cell, i]
+    last_sep_at = lambda i: last_sep[jnp.arange(w_count)[None, :], i]
+    wide_key = jnp.broadcast_to((wide_tokens != 0).sum(1) - 1, cell.shape)
+    wide_gain = (_encoded_lcs(history_at, last_sep_at, wide_key, width)
+                 - _encoded_lcs(history_at, last_sep_at, jnp.broadcast_to(depth[:, None], cell.shape), width))
+    wide_weight = jnp.where(wide_through & (wide_next != 0), wide_gain + 1, 1).astype(jnp.float32)
+    return weights.at[hyp, wide_next].max(wide_weight)
+
+  # Each path only on the steps where some hypothesis needs it (most steps have none in a wide
+  # group; none in any group while subjects are decoded): the same weights, less work.
+  weights = jnp.ones((b * k, v), jnp.float32)
+  weights = jax.lax.cond(jnp.any(group >= 0), narrow, lambda w: w, weights)
+  weights = jax.lax.cond(jnp.any(group == -2), wide, lambda w: w, weights)
   lp = log_probs.reshape(b * k, v)
   live = lp > decoding.NEG_INF / 2
   branching = live.sum(-1) > 1
-  active = ((group >= 0) & branching)[:, None] & live
+  active = ((group != -1) & branching)[:, None] & live
   return jnp.where(active, lp / weights - lp, 0.0).reshape(b, k, v)
 
 
@@ -401,7 +493,6 @@ def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_s
   encoded = model.apply({"params": params}, source, method=Seq2Seq.encode)
   enc_rows = jnp.repeat(encoded, beam_size, 0)
   mask_rows = jnp.repeat(source != 0, beam_size, 0)
-  question_rows = jnp.repeat(source, beam_size, 0)
 
   def step(args, cache, tokens, t):
     logits, state = model.apply({"params": args, "cache": cache}, tokens, enc_rows, mask_rows,
@@ -415,7 +506,8 @@ def decode_batch(model: Seq2Seq, params, source, trie, lookahead=None, *, beam_s
                               trie=trie if use_trie else None,
                               bonus_fn=(functools.partial(lookahead_bonus, sep_id=sep_id)
                                         if lookahead is not None else None),
-                              bonus_args=(question_rows, lookahead), renormalise=renormalise,
+                              bonus_args=(lookahead_args(source, beam_size, lookahead)
+                                          if lookahead is not None else None), renormalise=renormalise,
                               length_penalty=length_penalty, early_stop=early_stop)
 
 

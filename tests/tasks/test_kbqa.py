@@ -1,6 +1,8 @@
 """Note 7's task code: the official metric, the look-ahead as the reference computes it, the
 decoding settings, and that every constrained output is a fact of the base."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -162,14 +164,15 @@ def test_lcs_with_the_encoded_question_counts_its_cls_and_sep():
   assert int(got[0]) == 2
 
 
-def test_lookahead_matches_the_reference_rule_over_all_completions():
+@pytest.mark.parametrize("max_group", [None, 2])
+def test_lookahead_matches_the_reference_rule_over_all_completions(max_group):
   """lookahead_bonus against the note's reference code (bojone/KgCLUE-bert4keras baseline.py,
   AutoQA.predict), written out in Python: once S is decoded and more than one token is allowed,
   w(t) = max(1, max over keys c through t of LCS(c, Q) - LCS(prefix, Q) + 1), with Q = [CLS] q
   [SEP] and keys the targets without their closing [SEP]; p -> p^(1/w) on the model's
   probabilities, kept on the allowed tokens, renormalised. Checked with the renormalisation
   (beam search's default) and without it (p^(1/w) as it is). Random bases where subjects share
-  prefixes and facts."""
+  prefixes and facts. max_group 2 sends most groups down the wide path (`Lookahead.wide`)."""
   rng = np.random.default_rng(1)
   cls, sep, v = 2, 3, 10
   reweighted = 0
@@ -181,7 +184,7 @@ def test_lookahead_matches_the_reference_rule_over_all_completions():
     keys = [s[:-1] for s in seqs]
     tokens, lengths = trie_lib.pad_sequences(seqs, dtype=np.int32)
     trie = trie_lib.build_trie(tokens, lengths, v)
-    tables = jax.tree.map(jnp.asarray, kbqa.build_lookahead(trie, tokens, lengths, sep))
+    tables = jax.tree.map(jnp.asarray, kbqa.build_lookahead(trie, tokens, lengths, sep, max_group=max_group))
     # Beams at every prefix of every sequence (the root excluded), plus one DEAD beam.
     prefixes = sorted({s[:d] for s in seqs for d in range(1, len(s) + 1)})
     nodes = np.array([trie_lib.walk(trie, p) for p in prefixes] + [trie_lib.DEAD], np.int32)
@@ -191,9 +194,8 @@ def test_lookahead_matches_the_reference_rule_over_all_completions():
     allowed = np.asarray(trie_lib.next_token_mask(trie_lib.to_device(trie), nodes, v))
     p_model = rng.dirichlet(np.ones(v), size=len(nodes))
     lp = np.where(allowed, np.log(p_model), kbqa.decoding.NEG_INF).astype(np.float32)
-    q_rows = jnp.asarray(np.tile(question, (len(nodes), 1)), jnp.int32)
-    bonus = kbqa.lookahead_bonus((q_rows, tables), None, jnp.asarray(lp)[:, None, :], jnp.asarray(nodes),
-                                 sep_id=sep)
+    args = kbqa.lookahead_args(jnp.asarray(np.tile(question, (len(nodes), 1)), jnp.int32), 1, tables)
+    bonus = kbqa.lookahead_bonus(args, None, jnp.asarray(lp)[:, None, :], jnp.asarray(nodes), sep_id=sep)
     raw = jnp.asarray(lp) + bonus[:, 0, :]
     renormalised = np.asarray(kbqa.decoding.renormalise_allowed(raw, jnp.asarray(allowed)))
     for i, prefix in enumerate(prefixes):
@@ -216,3 +218,59 @@ def test_lookahead_matches_the_reference_rule_over_all_completions():
       np.testing.assert_allclose(renormalised[i][where], want[where], atol=1e-5,
                                  err_msg=f"trial {trial}, prefix {prefix}")
   assert reweighted >= 8, "too few prefixes where the rule changes anything: the check would be idle"
+
+
+def _wide_base(rng, sep, v):
+  """Targets `S [SEP] P [SEP] M [SEP]` where subject [4] has 30 facts and 5 others have 2-3."""
+  subjects = [[4]] + [[5 + i % 3, 5 + i // 3] for i in range(5)]
+  seqs = set()
+  for i, subject in enumerate(subjects):
+    for _ in range(30 if i == 0 else int(rng.integers(2, 4))):
+      seqs.add(tuple(subject + [sep] + list(rng.integers(4, v, size=rng.integers(1, 4))) + [sep]
+                     + list(rng.integers(4, v, size=rng.integers(0, 3))) + [sep]))
+  return sorted(seqs)
+
+
+def test_capping_the_lookahead_group_width_keeps_the_decoded_outputs():
+  """A base with one subject group far wider than the rest: the tables with groups capped at 3
+  facts (the wide group read from per-batch LCS tables) give the same bonus as uncapped ones
+  (every group a padded row), and beam search with the rule decodes exactly the same beams."""
+  rng = np.random.default_rng(7)
+  sep, v, k = 3, 12, 3
+  seqs = _wide_base(rng, sep, v)
+  tokens, lengths = trie_lib.pad_sequences(seqs, dtype=np.int32)
+  trie = trie_lib.build_trie(tokens, lengths, v)
+  uncapped = kbqa.build_lookahead(trie, tokens, lengths, sep, max_group=None)
+  capped = kbqa.build_lookahead(trie, tokens, lengths, sep, max_group=3)
+  wide_size = sum(s[0] == 4 for s in seqs)
+  assert uncapped.members.shape[1] == wide_size and (uncapped.wide == -1).all()
+  assert capped.members.shape[1] == 3 and len(capped.wide) == wide_size
+  assert sorted(tokens[capped.wide, 0].tolist()) == [4] * wide_size
+
+  questions = jnp.asarray(rng.integers(4, v, size=(4, 7)) * (rng.random((4, 7)) > 0.2), jnp.int32)
+  logits = jax.random.normal(jax.random.key(0), (tokens.shape[1] + 1, v, v))  # by position and last token
+  device_trie = trie_lib.to_device(trie)
+
+  def decode(tables):
+    tables = jax.tree.map(jnp.asarray, tables)
+    step = lambda args, cache, last, t: (logits[t, last[:, 0]] + cache, cache)
+    return kbqa.decoding.beam_search(step, None, jnp.zeros((4 * k, v)), batch_size=4, beam_size=k,
+                                     max_length=tokens.shape[1], vocab_size=v, bos_id=1, end_id=sep, end_count=3,
+                                     trie=device_trie, bonus_fn=functools.partial(kbqa.lookahead_bonus, sep_id=sep),
+                                     bonus_args=kbqa.lookahead_args(questions, k, tables))
+
+  before, after = decode(uncapped), decode(capped)
+  for field in before._fields:
+    np.testing.assert_array_equal(np.asarray(getattr(after, field)), np.asarray(getattr(before, field)), err_msg=field)
+  assert (np.asarray(before.sequences)[:, :, 0] == 4).any(), "no beam in the wide group: the check would be idle"
+
+  # The bonus itself, at every prefix past a subject's [SEP], for each question.
+  prefixes = sorted({s[:d] for s in seqs for d in range(s.index(sep) + 1, len(s))})
+  nodes = jnp.asarray([trie_lib.walk(trie, p) for p in prefixes], jnp.int32)
+  lp = jnp.where(trie_lib.next_token_mask(device_trie, nodes, v), -1.5, kbqa.decoding.NEG_INF)[:, None, :]
+  for q in range(4):
+    rows = jnp.tile(questions[q], (len(prefixes), 1))
+    got = [np.asarray(kbqa.lookahead_bonus(kbqa.lookahead_args(rows, 1, jax.tree.map(jnp.asarray, t)), None, lp,
+                                           nodes, sep_id=sep)) for t in (uncapped, capped)]
+    np.testing.assert_array_equal(got[1], got[0])
+    assert (got[0] != 0).any()
