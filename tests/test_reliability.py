@@ -446,6 +446,7 @@ def _assert_one_error_line_last(result, *fragments):
   assert "never retrieved" not in result.stderr
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_keeps_previous_checkpoint(tmp_path):
   config = _smoke_config(10)
   config.model.hidden, config.train.checkpoint_every = (512, 512), 10

@@ -128,6 +128,7 @@ def test_an_experiment_may_declare_evaluation_only_keys_for_resume():
   assert "decode." in experiments.kgclue.EVALUATION_KEYS
 
 
+@pytest.mark.slow
 def test_tensorboard_has_hparams_figures_and_a_directory_per_named_run_and_wandb_logs_offline(tmp_path):
   pytest.importorskip("wandb", reason="the optional W&B extra (pip install -e '.[wandb]') is not installed")
   workdir = tmp_path / "w"

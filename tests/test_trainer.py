@@ -311,6 +311,7 @@ def test_progress_line_for_a_log_file():
   named.close()
 
 
+@pytest.mark.slow
 def test_a_run_whose_stderr_is_not_a_terminal_logs_progress_devices_parameters_and_a_trace(tmp_path):
   workdir = tmp_path / "w"
   result = run_cli(["--config=configs/mlp.py:smoke", f"--workdir={workdir}", "--config.train.profile_steps=3"])

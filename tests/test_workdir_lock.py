@@ -22,6 +22,7 @@ def _snapshot(workdir):
   return {p: os.path.getmtime(os.path.join(workdir, p)) for p in sorted(os.listdir(workdir))}
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_and_writes_nothing(tmp_path):
   workdir = tmp_path / "w"
   assert run_cli(ARGS + [f"--workdir={workdir}"]).returncode == 0
@@ -37,6 +38,7 @@ def test_a_second_run_is_refused_and_writes_nothing(tmp_path):
   assert (workdir / "metrics.jsonl").read_text() == metrics_before
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
   workdir = tmp_path / "w"
   workdir.mkdir()
@@ -107,6 +109,7 @@ time.sleep(3)  # hold it (not released) while the others try
 """
 
 
+@pytest.mark.slow
 def test_processes_racing_for_a_dead_owners_lock_exactly_one_wins(tmp_path):
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   for round_ in range(3):

@@ -157,6 +157,7 @@ def _brute_force_trie(args, sequences, renormalise):
 
 
 @pytest.mark.parametrize("beam", [3, 4, 5])
+@pytest.mark.slow
 def test_constrained_beam_equals_brute_force_with_and_without_renormalisation(beam):
   """A trie of `beam` sequences (so the beam holds every prefix: the search is exhaustive) over
   a prefix-dependent random model; the trie forces tokens (one child), where renormalising

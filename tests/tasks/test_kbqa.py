@@ -165,6 +165,7 @@ def test_lcs_with_the_encoded_question_counts_its_cls_and_sep():
 
 
 @pytest.mark.parametrize("max_group", [None, 2])
+@pytest.mark.slow
 def test_lookahead_matches_the_reference_rule_over_all_completions(max_group):
   """lookahead_bonus against the note's reference code (bojone/KgCLUE-bert4keras baseline.py,
   AutoQA.predict), written out in Python: once S is decoded and more than one token is allowed,
