@@ -75,6 +75,29 @@ def _copy(trained_workdir, tmp_path):
   return workdir
 
 
+# ---------------------------------------------------------------- orbax's decisions
+
+def test_the_manager_saves_at_its_cadence_the_last_step_and_on_request_and_keeps_the_newest(tmp_path):
+  """checkpoint.manager's save-decision policies (no force=True anywhere) and LatestN retention."""
+  import jax.numpy as jnp
+  stop = []
+  mngr = checkpoint.manager(tmp_path / "ckpt", keep=2, save_every=10, final_step=25, stop_requested=lambda: bool(stop))
+  saved = []
+  for step in range(1, 31):
+    stop[:] = [signal.SIGTERM] if step == 17 else []  # a stop asked at step 17 only
+    if mngr.should_save(step):
+      assert checkpoint.save(mngr, step, {"w": jnp.full(2, float(step))}, {"step": step})
+      saved.append(step)
+  checkpoint.wait(mngr)
+  stop[:] = [signal.SIGTERM]
+  assert not checkpoint.save(mngr, 30, {"w": jnp.zeros(2)}, {})  # saved already: orbax declines
+  mngr.close()
+  assert saved == [10, 17, 20, 25, 30]
+  assert checkpoint.checkpoint_steps(tmp_path / "ckpt") == [25, 30]
+  state, meta, step = checkpoint.restore_raw(tmp_path / "ckpt")
+  assert step == 30 and meta == {"step": 30} and state["w"].tolist() == [30.0, 30.0]
+
+
 # ---------------------------------------------------------------- corrupt or partial checkpoints
 
 def _truncate_arrays(step_dir):
