@@ -53,11 +53,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lmsys import checkpoint, timing
+from lmsys import checkpoint, paths, timing
 from lmsys import config as config_lib
 from lmsys.config import ConfigError, check_positive_int, get
 
@@ -397,7 +398,7 @@ class _Setup:
   name: str
 
 
-def _build(config, workdir: str, init_fn, name: str, stop_requested: Callable[[], bool] | None) -> _Setup:
+def _build(config, workdir: epath.PathLike, init_fn, name: str, stop_requested: Callable[[], bool] | None) -> _Setup:
   """Optimizer, mesh and shardings, the abstract state and the checkpoint manager.
 
   The manager's policies save at multiples of `train.checkpoint_every`, at the last step, at
@@ -410,7 +411,8 @@ def _build(config, workdir: str, init_fn, name: str, stop_requested: Callable[[]
   replicated = NamedSharding(mesh, P())
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   abstract_state = jax.eval_shape(lambda key: init_state(init_fn, tx, key), init_key)
-  ckpt_dir = os.path.join(workdir, "checkpoints", name) if name else os.path.join(workdir, "checkpoints")
+  checkpoints = paths.as_path(workdir) / "checkpoints"
+  ckpt_dir = os.fspath(checkpoints / name if name else checkpoints)
   keep = get(config, "train.keep_checkpoints", config_lib.TRAIN_DEFAULTS["keep_checkpoints"])
   return _Setup(tx=tx, replicated=replicated, data_sharding=NamedSharding(mesh, P("data")),
                 state_shardings=jax.tree.map(lambda _: replicated, abstract_state),
@@ -560,7 +562,7 @@ def _stop_on_signal(setup: _Setup, state, done: int, signum: int, synced: bool):
                     f"checkpoint saved in {setup.ckpt_dir}; run the same command to resume", signum)
 
 
-def train(config, workdir: str, writer, *,
+def train(config, workdir: epath.PathLike, writer, *,
           init_fn: Callable[[jax.Array], Any],
           loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
           batch_fn: Callable[..., Any],
@@ -570,7 +572,8 @@ def train(config, workdir: str, writer, *,
 
   Args:
     config: the experiment config (sections `train`, `optimizer`, key `seed`).
-    workdir: the run's directory.
+    workdir: the run's directory: a local path or any etils.epath path (gs://... on a cloud
+      machine); checkpoints and the profile go under it.
     writer: a `lmsys.metrics.Writer`.
     init_fn: key -> params.
     loss_fn: (params, batch, rng) -> (loss, aux metrics).
@@ -637,7 +640,7 @@ def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_f
   progress = Progress(num_steps, start, name, bool(get(config, "train.progress_bar", True)))
   profile_from, profile_to = _profile_window(config, start)
   profile_to = min(profile_to, num_steps)
-  trace_dir = os.path.join(writer.workdir, "profile", name or "train")
+  trace_dir = os.fspath(paths.as_path(writer.workdir) / "profile" / (name or "train"))
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0, paused = 0, None, 0.0  # steps/s excludes eval and checkpoint pauses
   first_batch = put_batch(start) if start < num_steps else None
