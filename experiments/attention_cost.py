@@ -35,7 +35,7 @@ def run(config, workdir, writer) -> dict:
   checks_ = attention_cost.xla_check(h, d, r, config.activation, config.xla_check_lengths)
   for row in checks_:
     writer.write(row["n"], f"xla_check/{row['kind']}", row)
-  weights = attention_cost.random_weights(jax.random.PRNGKey(config.seed), h * d, r)
+  weights = attention_cost.random_weights(jax.random.key(config.seed), h * d, r)
   rows = []
   for n in config.lengths:
     rows.append(attention_cost.time_layer(config, weights, n))

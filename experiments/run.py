@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from lmsys import config as config_lib
 from lmsys import metrics as metrics_lib
+from lmsys import paths
 from lmsys.config import ConfigError
 from lmsys.workdir_lock import WorkdirLock
 
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_count() > 1 and not workdir:
       raise ConfigError("--workdir is required for multi-host runs (all hosts must share it)")
     workdir = workdir or default_workdir(path, arg)
+    if not paths.is_local(workdir):
+      # The runner's lock (flock, a process id), provenance, claims and some experiments' own files
+      # use the local file system; lmsys.trainer, lmsys.checkpoint and metrics.Writer take any epath path.
+      raise ConfigError(f"--workdir {workdir}: the runner writes a local workdir only (its lock, provenance and "
+                        f"claims are local files); lmsys.trainer.train with metrics.Writer takes gs:// workdirs")
     config_lib.check_workdir(workdir)
     config_json = config_lib.to_json_dict(config)
     old_config_path = os.path.join(workdir, "config.json")

@@ -1,7 +1,9 @@
 """Metric writing: JSON lines (for notebooks), TensorBoard and optionally W&B, plus figures.
 
 Every experiment writes through one `Writer`, so every workdir reads the same
-way: `metrics.jsonl` has one object a line with `step`, `split` and values.
+way: `metrics.jsonl` has one object a line with `step`, `split` and values. The
+workdir may be any etils.epath path (a local folder, or gs://... on a cloud
+machine): the writer and `write_json`/`save_figure` reach it through epath.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+from lmsys import paths
 
 
 def _to_float(value):
@@ -36,18 +41,20 @@ class Writer:
   says otherwise) gets the same scalars, each split against its own step.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True,
+  def __init__(self, workdir: epath.PathLike, tensorboard: bool = True, enabled: bool = True,
                hparams: dict | None = None, wandb: dict | None = None):
     """Opens the writers.
 
     Args:
-      workdir: the run's directory.
+      workdir: the run's directory: a local path or any etils.epath path (gs://...).
       tensorboard: write TensorBoard event files.
       enabled: False on non-primary hosts of a multi-host run: nothing is written.
       hparams: the flattened config, shown in TensorBoard's HParams tab (written at close).
       wandb: keyword arguments of `wandb.init` (project, mode, ...), or None for no W&B.
     """
     self.workdir = workdir
+    self._root = paths.as_path(workdir)
+    self._path = self._root / "metrics.jsonl"
     self._jsonl = None
     self._tb: dict[str, Any] = {}   # sub-run name ('' = the run) -> SummaryWriter
     self._tensorboard = tensorboard and enabled
@@ -57,16 +64,17 @@ class Writer:
     self._wandb_splits: set[str] = set()
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "metrics.jsonl")
-    _drop_cut_line(path)
-    self._jsonl = open(path, "a")
+    self._root.mkdir(parents=True, exist_ok=True)
+    _drop_cut_line(self._path)
+    self._jsonl = self._path.open("a")
     if self._tensorboard:
       self._event_writer("")
     if wandb is not None:
       import wandb as wandb_lib  # pylint: disable=g-import-not-at-top
-      run_id = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:16]  # a resume continues the run
-      self._wandb = wandb_lib.init(dir=workdir, config=hparams, resume="allow", **{"id": run_id, **wandb})
+      run_id = hashlib.sha1(os.fspath(self._root).encode()).hexdigest()[:16]  # a resume continues the run
+      # W&B keeps its files in a local folder: the workdir when it is local, else W&B's default.
+      local_dir = os.fspath(self._root) if paths.is_local(self._root) else None
+      self._wandb = wandb_lib.init(dir=local_dir, config=hparams, resume="allow", **{"id": run_id, **wandb})
 
   def _event_writer(self, run: str, purge_step: int | None = None):
     """The SummaryWriter of sub-run `run` ('' = the run itself), opened on first use."""
@@ -74,7 +82,8 @@ class Writer:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       if run in self._tb:
         self._tb[run].close()
-      self._tb[run] = SummaryWriter(os.path.join(self.workdir, "tensorboard", run), purge_step=purge_step)
+      self._tb[run] = SummaryWriter(os.fspath(self._root / "tensorboard" / run) if run else
+                                    os.fspath(self._root / "tensorboard"), purge_step=purge_step)
     return self._tb[run]
 
   def write(self, step: int, split: str, metrics: dict | None = None, **more) -> None:
@@ -109,20 +118,14 @@ class Writer:
     """
     if self._jsonl is None:
       return 0
-    path = self._jsonl.name
+    path = self._path
     self._jsonl.flush()
-    with open(path, "rb") as f:
-      lines = [line for line in f.read().split(b"\n") if line.strip()]
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
     kept = [line for line in lines if not drop(_row(line))]
     if len(kept) < len(lines):
       self._jsonl.close()
-      tmp = path + ".tmp"
-      with open(tmp, "wb") as f:
-        f.write(b"".join(line + b"\n" for line in kept))
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-      self._jsonl = open(path, "a")
+      _write_atomically(path, b"".join(line + b"\n" for line in kept))
+      self._jsonl = path.open("a")
       if purge_step is not None and self._tensorboard:
         self._event_writer(run, purge_step=purge_step)
     return len(lines) - len(kept)
@@ -152,14 +155,15 @@ class Writer:
 
   def _write_figures(self):
     """Every PNG under workdir/figures/ as a TensorBoard image (tag figures/<name>)."""
-    directory = os.path.join(self.workdir, "figures")
-    if not os.path.isdir(directory):
+    directory = self._root / "figures"
+    if not directory.is_dir():
       return
     import matplotlib.image  # pylint: disable=g-import-not-at-top
-    for name in sorted(os.listdir(directory)):
-      if name.endswith(".png"):
-        image = matplotlib.image.imread(os.path.join(directory, name))
-        self._tb[""].add_image(f"figures/{name[:-4]}", image[..., :3], dataformats="HWC")
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+      if path.name.endswith(".png"):
+        with path.open("rb") as f:
+          image = matplotlib.image.imread(f, format="png")
+        self._tb[""].add_image(f"figures/{path.name[:-4]}", image[..., :3], dataformats="HWC")
 
   def __enter__(self):
     return self
@@ -202,17 +206,29 @@ def _row(line: bytes) -> dict:
   return row if isinstance(row, dict) else {}
 
 
-def _drop_cut_line(path: str) -> None:
+def _drop_cut_line(path: epath.Path) -> None:
   """Truncates a last line cut short by a kill (no final newline), so appends start clean."""
-  if not os.path.exists(path) or os.path.getsize(path) == 0:
+  if not path.exists():
     return
-  with open(path, "rb+") as f:
-    f.seek(-1, os.SEEK_END)
-    if f.read(1) == b"\n":
-      return
-    f.seek(0)
-    content = f.read()
-    f.truncate(content.rfind(b"\n") + 1)
+  content = path.read_bytes()
+  if not content or content.endswith(b"\n"):
+    return
+  _write_atomically(path, content[:content.rfind(b"\n") + 1])
+
+
+def _write_atomically(path: epath.Path, content: bytes) -> None:
+  """Writes `content` to `path` through a temporary file renamed over it (synced first where local).
+
+  A kill leaves the old file or the new one, never a mix. On an object store the rename is
+  epath's (the new object replaces the old one whole).
+  """
+  tmp = path.parent / (path.name + ".tmp")
+  with tmp.open("wb") as f:
+    f.write(content)
+    f.flush()
+    if paths.is_local(tmp):
+      os.fsync(f.fileno())
+  tmp.replace(path)
 
 
 def pyplot():
@@ -230,25 +246,33 @@ def pyplot():
   return plt
 
 
-def save_figure(fig, workdir: str, name: str) -> str:
-  """Saves a matplotlib figure as `workdir/figures/<name>.png` and closes it."""
+def save_figure(fig, workdir: epath.PathLike, name: str) -> str:
+  """Saves a matplotlib figure as `workdir/figures/<name>.png` and closes it.
+
+  Args:
+    fig: the figure.
+    workdir: the run's directory (any etils.epath path).
+    name: the file name without `.png`.
+
+  Returns:
+    The PNG's path.
+  """
   plt = pyplot()
-  path = os.path.join(workdir, "figures", f"{name}.png")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
+  path = paths.as_path(workdir) / "figures" / f"{name}.png"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
   plt.close(fig)
-  return path
+  return os.fspath(path)
 
 
-def write_json(path: str, obj) -> None:
-  """Atomic JSON write (numpy scalars/arrays converted)."""
+def write_json(path: epath.PathLike, obj) -> None:
+  """Atomic JSON write (numpy scalars/arrays converted), to a local path or any etils.epath path."""
   def default(o):
     if isinstance(o, np.ndarray):
       return o.tolist()
     if isinstance(o, (np.generic,)):
       return o.item()
     return str(o)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=default, ensure_ascii=False)
-  os.replace(tmp, path)
+  text = json.dumps(obj, indent=2, default=default, ensure_ascii=False)
+  _write_atomically(paths.as_path(path), text.encode("utf-8"))

@@ -28,6 +28,12 @@ benchmarks use them), then `train` and its stages in the order it runs them
   restored (unreadable ones are moved aside); metrics rows this trainer wrote
   after it are removed, since the resume writes them again; SIGTERM/SIGINT
   finish the step in flight, save a checkpoint and stop with `Interrupted`.
+  On several hosts a SIGTERM to any one of them stops all of them at the same
+  step: it is JAX's preemption notice, and every host saves at the step JAX's
+  preemption sync point names (`_preemption_synced`).
+- Checkpoints are orbax's to decide (lmsys.checkpoint.manager): its save
+  policies allow the saves at `checkpoint_every`, the last step and a stop,
+  and its preservation policy keeps the newest `keep_checkpoints`.
 """
 
 from __future__ import annotations
@@ -47,11 +53,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lmsys import checkpoint, timing
+from lmsys import checkpoint, paths, timing
 from lmsys import config as config_lib
 from lmsys.config import ConfigError, check_positive_int, get
 
@@ -147,13 +154,33 @@ def _write_split(name: str, split: str) -> str:
   return f"{name}/{split}" if name else split
 
 
+def _preemption_synced() -> bool:
+  """Whether a stop is JAX's multi-host preemption sync (several processes joined by jax.distributed).
+
+  `jax.distributed.initialize` starts JAX's preemption sync manager (config
+  `jax_enable_preemption_service`, on by default), which installs its own SIGTERM
+  handler: a SIGTERM to any process makes every process reach a sync point at the same
+  step (`multihost_utils.reached_preemption_sync_point`, which orbax's
+  `CheckpointManager.reached_preemption` and PreemptionCheckpointingPolicy ask). The
+  trainer then leaves SIGTERM to JAX. Without jax.distributed (one process, or hosts
+  joined otherwise) the trainer's own handler decides, on this process only.
+  """
+  return (jax.process_count() > 1 and jax.distributed.is_initialized()
+          and bool(jax.config.jax_enable_preemption_service))
+
+
 @contextlib.contextmanager
-def _stop_signals():
+def _stop_signals(synced: bool = False):
   """Records SIGTERM/SIGINT (preemption, Ctrl-C) in a list the loop polls once a step.
 
   The loop then saves a checkpoint and raises `Interrupted`. A second signal
   gets the previous handler (a second Ctrl-C interrupts at once). Signals can
   only be caught on the main thread; elsewhere nothing is installed.
+
+  With `synced` (`_preemption_synced`) SIGTERM is left to JAX's handler (replacing it
+  would hide the notice from the other hosts), and a SIGINT is recorded and passed on to
+  JAX as a SIGTERM to this process, so a Ctrl-C on one host also stops every host at one
+  step. A second SIGTERM is then JAX's to handle (it only records the notice again).
   """
   received = []
   if threading.current_thread() is not threading.main_thread():
@@ -165,8 +192,10 @@ def _stop_signals():
     del frame
     received.append(signum)
     signal.signal(signum, previous[signum])
+    if synced:
+      signal.raise_signal(signal.SIGTERM)  # JAX's preemption notice, shared with every host
 
-  for sig in (signal.SIGTERM, signal.SIGINT):
+  for sig in (signal.SIGINT,) if synced else (signal.SIGTERM, signal.SIGINT):
     previous[sig] = signal.signal(sig, handler)
     if previous[sig] is None:  # installed outside Python
       previous[sig] = signal.SIG_DFL
@@ -369,8 +398,12 @@ class _Setup:
   name: str
 
 
-def _build(config, workdir: str, init_fn, name: str) -> _Setup:
-  """Optimizer, mesh and shardings, the abstract state and the checkpoint manager."""
+def _build(config, workdir: epath.PathLike, init_fn, name: str, stop_requested: Callable[[], bool] | None) -> _Setup:
+  """Optimizer, mesh and shardings, the abstract state and the checkpoint manager.
+
+  The manager's policies save at multiples of `train.checkpoint_every`, at the last step, at
+  a multi-host preemption sync point and, once `stop_requested()` is true, at the step in flight.
+  """
   tx = make_optimizer(config.optimizer, config.train.num_steps)
   # Auto axes: the returned params are plain replicated arrays that any later computation
   # (evaluation, decoding with a cache) can mix with unsharded inputs.
@@ -378,12 +411,15 @@ def _build(config, workdir: str, init_fn, name: str) -> _Setup:
   replicated = NamedSharding(mesh, P())
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   abstract_state = jax.eval_shape(lambda key: init_state(init_fn, tx, key), init_key)
-  ckpt_dir = os.path.join(workdir, "checkpoints", name) if name else os.path.join(workdir, "checkpoints")
+  checkpoints = paths.as_path(workdir) / "checkpoints"
+  ckpt_dir = os.fspath(checkpoints / name if name else checkpoints)
   keep = get(config, "train.keep_checkpoints", config_lib.TRAIN_DEFAULTS["keep_checkpoints"])
   return _Setup(tx=tx, replicated=replicated, data_sharding=NamedSharding(mesh, P("data")),
                 state_shardings=jax.tree.map(lambda _: replicated, abstract_state),
                 abstract_state=abstract_state, init_key=init_key, step_key=step_key,
-                mngr=checkpoint.manager(ckpt_dir, max_to_keep=keep), ckpt_dir=ckpt_dir,
+                mngr=checkpoint.manager(ckpt_dir, keep, save_every=int(config.train.checkpoint_every),
+                                        final_step=int(config.train.num_steps), stop_requested=stop_requested),
+                ckpt_dir=ckpt_dir,
                 meta={"name": name, "seed": config.seed, "num_steps": config.train.num_steps}, name=name)
 
 
@@ -514,17 +550,19 @@ def _profile(step: int, first: int, stop: int, trace_dir: str, state) -> None:
     jax.profiler.stop_trace()
 
 
-def _stop_on_signal(setup: _Setup, state, done: int, signum: int, saved_already: bool):
-  """Saves the step in flight (unless just saved), waits for the save, raises `Interrupted`."""
-  if not saved_already:
-    checkpoint.save(setup.mngr, done, _saved(state), setup.meta)
+def _stop_on_signal(setup: _Setup, state, done: int, signum: int, synced: bool):
+  """Saves the step in flight (orbax's policies: unless just saved), waits for the save, raises `Interrupted`."""
+  checkpoint.save(setup.mngr, done, _saved(state), setup.meta)
   checkpoint.wait(setup.mngr)
   name = f" ({setup.name})" if setup.name else ""
-  raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {done}{name}; "
+  why = signal.Signals(signum).name
+  if synced:
+    why += f" (a preemption notice, synchronised over the {jax.process_count()} processes)"
+  raise Interrupted(f"{why}: stopped at step {done}{name}; "
                     f"checkpoint saved in {setup.ckpt_dir}; run the same command to resume", signum)
 
 
-def train(config, workdir: str, writer, *,
+def train(config, workdir: epath.PathLike, writer, *,
           init_fn: Callable[[jax.Array], Any],
           loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]],
           batch_fn: Callable[..., Any],
@@ -534,7 +572,8 @@ def train(config, workdir: str, writer, *,
 
   Args:
     config: the experiment config (sections `train`, `optimizer`, key `seed`).
-    workdir: the run's directory.
+    workdir: the run's directory: a local path or any etils.epath path (gs://... on a cloud
+      machine); checkpoints and the profile go under it.
     writer: a `lmsys.metrics.Writer`.
     init_fn: key -> params.
     loss_fn: (params, batch, rng) -> (loss, aux metrics).
@@ -551,8 +590,9 @@ def train(config, workdir: str, writer, *,
     Interrupted: SIGTERM/SIGINT; a checkpoint of the step in flight was saved.
     lmsys.checkpoint.CheckpointSaveError: a checkpoint could not be written.
   """
-  with _stop_signals() as received:
-    setup = _build(config, workdir, init_fn, name)
+  synced = _preemption_synced()
+  with _stop_signals(synced) as received:
+    setup = _build(config, workdir, init_fn, name, stop_requested=None if synced else lambda: bool(received))
     state = _restore_or_init(setup, init_fn)
     start = int(state["step"])
     # Rows written after that checkpoint (by a killed run) are written again: remove them;
@@ -566,7 +606,8 @@ def train(config, workdir: str, writer, *,
     put_batch = _make_put_batch(config, batch_fn, setup.data_sharding)
     update = _jit_step(setup, make_train_step(loss_fn, setup.tx, setup.step_key,
                                               log_every=config.train.log_every, num_steps=config.train.num_steps))
-    result = _loop(config, setup, writer, state, start, update, put_batch, init_fn, loss_fn, eval_fn, received)
+    result = _loop(config, setup, writer, state, start, update, put_batch, init_fn, loss_fn, eval_fn, received,
+                   synced)
     checkpoint.wait(setup.mngr)
     setup.mngr.close()
     writer.flush()
@@ -574,12 +615,17 @@ def train(config, workdir: str, writer, *,
 
 
 def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_fn, loss_fn, eval_fn,
-          received) -> TrainResult:
-  """The train loop: step, log, evaluate, check, checkpoint; stop on a signal."""
+          received, synced) -> TrainResult:
+  """The train loop: step, log, evaluate, check, checkpoint; stop on a signal.
+
+  Whether a step is saved is the checkpoint manager's decision (`should_save`, asked once a
+  step). The stop is this process's signal, or with `synced` every host's preemption sync
+  point, which JAX requires to be asked at every step by every host.
+  """
   tc, name = config.train, setup.name
   num_steps = tc.num_steps
   # Plain ints: the loop reads them every step, and a ConfigDict lookup is not free.
-  log_every, eval_every, checkpoint_every = int(tc.log_every), int(tc.eval_every), int(tc.checkpoint_every)
+  log_every, eval_every = int(tc.log_every), int(tc.eval_every)
   # Compiled now, with the step, so that its compilation stays out of the steps/s figure.
   params_finite = jax.jit(lambda params: finite_leaves(params).all()).lower(state["params"]).compile()
 
@@ -595,6 +641,7 @@ def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_f
   progress = Progress(num_steps, start, name, bool(get(config, "train.progress_bar", True)))
   profile_from, profile_to = _profile_window(config, start)
   profile_to = min(profile_to, num_steps)
+  trace_dir = os.fspath(paths.as_path(writer.workdir) / "profile" / (name or "train"))
   train_metrics, eval_metrics = {}, {}
   timed_steps, t0, paused = 0, None, 0.0  # steps/s excludes eval and checkpoint pauses
   first_batch = put_batch(start) if start < num_steps else None
@@ -602,7 +649,7 @@ def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_f
     update = _compile(update, state, first_batch, writer, name, start)
   rate = float("nan")
   for step in range(start, num_steps):
-    _profile(step, profile_from, profile_to, os.path.join(writer.workdir, "profile", name or "train"), state)
+    _profile(step, profile_from, profile_to, trace_dir, state)
     state, metrics = update(state, first_batch if step == start else put_batch(step))
     done = step + 1
     if t0 is None:  # exclude compilation from the throughput figure
@@ -625,16 +672,16 @@ def _loop(config, setup: _Setup, writer, state, start, update, put_batch, init_f
       eval_metrics = _evaluate(eval_fn, state)
       writer.write(done, _write_split(name, "eval"), eval_metrics)
       paused += time.perf_counter() - pause_start
-    saves = done % checkpoint_every == 0 or is_last
-    if saves:
+    if setup.mngr.should_save(done):  # checkpoint_every, the last step, a stop (checkpoint.manager)
       check_finite(state)
       pause_start = time.perf_counter()
       checkpoint.save(setup.mngr, done, _saved(state), setup.meta)
       paused += time.perf_counter() - pause_start
-    if received:  # SIGTERM/SIGINT: the step in flight is done; save it (if not just saved) and stop
+    if setup.mngr.reached_preemption(done) if synced else received:
+      # SIGTERM/SIGINT: the step in flight is done; save it (if not just saved) and stop
       check_finite(state)
       progress.close()
-      _stop_on_signal(setup, state, done, received[0], saved_already=saves)
+      _stop_on_signal(setup, state, done, received[0] if received else signal.SIGTERM, synced)
   _profile(num_steps, profile_from, profile_to, "", state)  # a trace that runs to the last step
   progress.close()
   if timed_steps:

@@ -12,6 +12,11 @@ only under an exclusive `flock` on `LOCK.takeover` (released by the kernel if
 its holder dies), after checking again that it still names the same dead
 process. So of several processes racing for a dead owner's lock exactly one
 gets it, and none removes a lock that a live process has just taken.
+
+The lock is local-only, by design: hard links, `flock` and a process id check
+need a local (or POSIX network) file system and a host to ask. The runner,
+which takes it, accepts local workdirs only; an object store (gs://) has none
+of these, and its writers (lmsys.trainer, lmsys.metrics) take no lock.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ import pytest
 
 from lmsys import analysis, checkpoint, data, metrics, trainer
 from lmsys import config as config_lib
+from lmsys.launch import local
 from lmsys.tasks import classification
 from tests.conftest import REPO
 from tests.helpers import leaves, run_cli
@@ -71,6 +73,29 @@ def _copy(trained_workdir, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(trained_workdir, workdir)
   return workdir
+
+
+# ---------------------------------------------------------------- orbax's decisions
+
+def test_the_manager_saves_at_its_cadence_the_last_step_and_on_request_and_keeps_the_newest(tmp_path):
+  """checkpoint.manager's save-decision policies (no force=True anywhere) and LatestN retention."""
+  import jax.numpy as jnp
+  stop = []
+  mngr = checkpoint.manager(tmp_path / "ckpt", keep=2, save_every=10, final_step=25, stop_requested=lambda: bool(stop))
+  saved = []
+  for step in range(1, 31):
+    stop[:] = [signal.SIGTERM] if step == 17 else []  # a stop asked at step 17 only
+    if mngr.should_save(step):
+      assert checkpoint.save(mngr, step, {"w": jnp.full(2, float(step))}, {"step": step})
+      saved.append(step)
+  checkpoint.wait(mngr)
+  stop[:] = [signal.SIGTERM]
+  assert not checkpoint.save(mngr, 30, {"w": jnp.zeros(2)}, {})  # saved already: orbax declines
+  mngr.close()
+  assert saved == [10, 17, 20, 25, 30]
+  assert checkpoint.checkpoint_steps(tmp_path / "ckpt") == [25, 30]
+  state, meta, step = checkpoint.restore_raw(tmp_path / "ckpt")
+  assert step == 30 and meta == {"step": 30} and state["w"].tolist() == [30.0, 30.0]
 
 
 # ---------------------------------------------------------------- corrupt or partial checkpoints
@@ -181,8 +206,14 @@ KILL_ARGS = ["--config=configs/mlp.py:smoke", "--config.train.num_steps=600", "-
              "--config.train.keep_checkpoints=2"]
 
 
+def _pending_steps(ckpt_dir):
+  """Steps of the saves not committed (orbax's temporary directories, found through its public API)."""
+  import orbax.checkpoint as ocp
+  return sorted(ocp.step.step_from_checkpoint_name(p.get().name) for p in ocp.step.all_temporary_paths(ckpt_dir))
+
+
 def _saving(ckpt_dir):
-  return any(".orbax-checkpoint-tmp" in d for d in os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else False
+  return bool(_pending_steps(ckpt_dir)) if os.path.isdir(ckpt_dir) else False
 
 
 def _run_and_kill(args, workdir, delay, during_save):
@@ -288,6 +319,60 @@ def test_sigterm_and_sigint_save_at_the_current_step_then_resume(tmp_path, signu
   assert rows.query("split == 'compile'")["step"].tolist() == [0, stopped]
   train_steps = rows.query("split == 'train'")["step"].tolist()
   assert len(train_steps) == len(set(train_steps)) and train_steps[-1] == stopped + 7
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_hosts_stops_both_at_the_same_step_then_resume(tmp_path):
+  """2 local processes joined by jax.distributed; SIGTERM to process 1 only (JAX's preemption
+  notice): both save the same step, at the preemption sync point, and stop; both restarted
+  resume from it and end on the parameters of an uninterrupted 2-process run."""
+  started = time.perf_counter()
+  workdir = tmp_path / "run"
+  args = ["--config=configs/mlp.py:smoke", "--config.train.batch_size=32", "--config.train.num_steps=1000000",
+          "--config.train.checkpoint_every=1000000", "--config.train.eval_every=1000000"]
+  procs = local.start_local(args + [f"--workdir={workdir}"], 2, cwd=str(REPO), stdout=subprocess.DEVNULL)
+  stderr = [[], []]
+  readers = [threading.Thread(target=lambda i=i: stderr[i].extend(procs[i].stderr), daemon=True) for i in range(2)]
+  for reader in readers:  # drained as it comes: a full pipe would block a process, and its peer with it
+    reader.start()
+  try:
+    deadline = time.time() + 180
+    while time.time() < deadline and all(p.poll() is None for p in procs) and 10 not in _train_steps_or_empty(workdir):
+      time.sleep(0.01)
+    assert all(p.poll() is None for p in procs), "".join(stderr[0] + stderr[1])[-3000:]
+    os.kill(procs[1].pid, signal.SIGTERM)
+    for proc in procs:
+      proc.wait(timeout=120)
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  for reader in readers:
+    reader.join(timeout=10)
+  logs = ["".join(lines) for lines in stderr]
+  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, logs[0][-2000:] + logs[1][-2000:]
+  stops = [[line for line in log.splitlines() if line.startswith("stopped:")] for log in logs]
+  assert all(len(lines) == 1 for lines in stops) and "Traceback" not in logs[0] + logs[1], logs
+  steps = checkpoint.checkpoint_steps(workdir / "checkpoints")
+  assert len(steps) == 1, steps
+  stopped = steps[0]
+  for lines in stops:  # each process: the same step, the one saved, and why
+    assert f"SIGTERM (a preemption notice, synchronised over the 2 processes): stopped at step {stopped};" \
+        in lines[0], lines
+  stop_seconds = time.perf_counter() - started
+
+  more = [args[0], args[1], f"--config.train.num_steps={stopped + 7}", *args[3:]]
+  resumed = local.launch_local(more + [f"--workdir={workdir}"], 2, cwd=str(REPO), timeout=300)
+  assert all(r.returncode == 0 for r in resumed), resumed[0].stderr[-2000:] + resumed[1].stderr[-2000:]
+  rows = analysis.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert rows.query("split == 'compile'")["step"].tolist() == [0, stopped]  # resumed at `stopped`
+  reference = local.launch_local(more + [f"--workdir={tmp_path / 'ref'}"], 2, cwd=str(REPO), timeout=300)
+  assert all(r.returncode == 0 for r in reference), reference[0].stderr[-2000:]
+  _assert_bitwise_equal(checkpoint.restore_raw(workdir / "checkpoints")[0]["params"],
+                        checkpoint.restore_raw(tmp_path / "ref" / "checkpoints")[0]["params"])
+  print(f"SIGTERM to one of 2 hosts: both stopped at step {stopped}, {stop_seconds:.1f} s after the start; "
+        f"test wall time {time.perf_counter() - started:.1f} s")
 
 
 def _train_steps_or_empty(workdir):
@@ -428,7 +513,7 @@ def _reports_kept_by_nobody():
 
 def _assert_intact_at_10(ckpt_dir):
   assert checkpoint.checkpoint_steps(ckpt_dir) == [10]
-  assert any(d.startswith("20.orbax-checkpoint-tmp") for d in os.listdir(ckpt_dir))  # never committed
+  assert _pending_steps(ckpt_dir) == [20]  # never committed
   state, _, step = checkpoint.restore_raw(ckpt_dir)
   assert step == 10 and int(state["step"]) == 10
   assert all(np.isfinite(x).all() for x in leaves(state["params"]))

@@ -168,3 +168,14 @@ def test_a_named_sub_run_gets_its_own_tensorboard_directory(tmp_path):
   runs = tensorboard_tags(tmp_path / "tensorboard")
   assert runs["."] == {"train/loss": "simple_value"}
   assert runs["vae_k5"] == {"train/loss": "simple_value", "eval/nll": "simple_value"}
+
+
+def test_a_gs_workdir_is_one_error_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+  """The runner's lock, provenance and claims are local files: a gs:// workdir is refused (exit 2)
+  with one line, and no local folder named `gs:` is made (lmsys.trainer takes gs:// workdirs)."""
+  monkeypatch.chdir(tmp_path)
+  assert _main(["--config=configs/mlp.py:smoke", "--workdir=gs://lmsys-test/run"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: --workdir gs://lmsys-test/run: the runner writes a local "
+                                             "workdir only"), err
+  assert os.listdir(tmp_path) == [] and not os.path.exists(REPO / "gs:")

@@ -1,5 +1,6 @@
 """The shared trainer: exact resume after kill -9, multi-device equality, NaN guard."""
 
+import json
 import os
 import signal
 import subprocess
@@ -289,6 +290,93 @@ def test_keep_checkpoints_prunes_to_the_last_ones(tmp_path):
   assert sorted(d for d in os.listdir(ckpt_dir) if d.isdigit()) == ["10", "8"]  # pruned, not hidden
   assert run(14).step == 14
   assert checkpoint.checkpoint_steps(ckpt_dir) == [12, 14]
+
+
+def _toy_config(num_steps):
+  """w (3 numbers) fitted to the step number; logs every 5 steps, checkpoints every 5, keeps 2."""
+  import ml_collections
+  config = ml_collections.ConfigDict({"seed": 0})
+  config.train = config_lib.train_defaults(num_steps=num_steps, batch_size=2, log_every=5, eval_every=5,
+                                           checkpoint_every=5, keep_checkpoints=2, progress_bar=False)
+  config.optimizer = config_lib.optimizer_defaults(name="sgd", learning_rate=0.1)
+  return config
+
+
+def _train_toy(workdir, num_steps):
+  with metrics.Writer(workdir) as writer:
+    return trainer.train(_toy_config(num_steps), workdir, writer,
+                         init_fn=lambda rng: {"w": jnp.zeros(3)},
+                         loss_fn=lambda p, batch, rng: (jnp.mean((p["w"] - batch["x"]) ** 2), {}),
+                         batch_fn=lambda step: {"x": np.full((2, 3), float(step), np.float32)},
+                         eval_fn=lambda params: {"w0": params["w"][0]})
+
+
+@pytest.mark.parametrize("kind", ["epath", "str"])
+def test_a_workdir_given_as_an_epath_path_or_a_string_trains_and_resumes(tmp_path, kind):
+  """The trainer, its checkpoints and the metrics writer reach the workdir through etils.epath
+  (gs://... on a cloud machine); here a local one, as an epath.Path and as a string."""
+  from etils import epath
+  workdir = epath.Path(tmp_path / "run") if kind == "epath" else str(tmp_path / "run")
+  assert _train_toy(workdir, 10).step == 10
+  ckpt_dir = tmp_path / "run" / "checkpoints"
+  assert checkpoint.checkpoint_steps(ckpt_dir) == [5, 10]
+  assert os.listdir(tmp_path / "run" / "tensorboard")
+  resumed = _train_toy(workdir, 15)
+  assert resumed.step == 15 and checkpoint.checkpoint_steps(ckpt_dir) == [10, 15]
+  rows = analysis.read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+  assert rows.query("split == 'train'")["step"].tolist() == [5, 10, 15]
+  assert rows.query("split == 'compile'")["step"].tolist() == [0, 10]  # the second run resumed at 10
+  # 15 SGD steps (lr 0.1) on the mean of (w_j - s)^2 over a 2 x 3 batch of s = 0..14: the gradient
+  # is 2 * 2 (w_j - s) / 6, so w <- w - 0.1 * (2/3) (w - s) = (14 w + s) / 15 (by hand, float64).
+  w = 0.0
+  for step in range(15):
+    w = (14 * w + step) / 15
+  np.testing.assert_allclose(np.asarray(resumed.params["w"]), [w] * 3, rtol=1e-5)
+  state, meta, step = checkpoint.restore_raw(epath.Path(ckpt_dir) if kind == "epath" else str(ckpt_dir))
+  assert step == 15 and int(state["step"]) == 15 and meta["num_steps"] == 15
+  metrics.write_json(epath.Path(tmp_path / "run") / "results.json" if kind == "epath"
+                     else str(tmp_path / "run" / "results.json"), {"w": np.float32(w)})
+  assert json.loads((tmp_path / "run" / "results.json").read_text()) == {"w": float(np.float32(w))}
+
+
+def test_the_metrics_writer_reaches_a_gs_workdir_through_epath_only(tmp_path, monkeypatch):
+  """A `gs://` workdir (no network: etils' own mock sends epath's gs:// calls to a local folder).
+  Every file the writer, write_json and save_figure touch goes through epath: nothing is
+  written under a local folder named `gs:`, as os.path functions given the URI would do."""
+  from etils import epath
+  bucket = tmp_path / "bucket"
+  monkeypatch.chdir(tmp_path)
+
+  def local(path):
+    text = os.fspath(path)
+    return str(bucket / text[len("gs://"):]) if text.startswith("gs://") else path
+
+  def redirected(original, path, *args, **kwargs):
+    return original(local(path), *[local(a) if isinstance(a, (str, os.PathLike)) else a for a in args], **kwargs)
+
+  names = ["copy", "exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "open", "remove", "rename", "replace",
+           "rmtree", "stat", "walk"]
+  with epath.testing.mock_epath(**{name: redirected for name in names}):
+    workdir = "gs://lmsys-test/run"
+    with metrics.Writer(workdir, tensorboard=False) as writer:
+      for step in (1, 2, 3):
+        writer.write(step, "train", {"loss": 1.0 / step})
+      assert writer.rewind(lambda row: row["step"] > 1) == 2
+      writer.write(2, "train", {"loss": 0.25})
+    with epath.Path(workdir, "metrics.jsonl").open("a") as f:
+      f.write('{"step": 3, "spl')  # a line cut short by a kill
+    with metrics.Writer(workdir, tensorboard=False) as writer:
+      writer.write(3, "eval", {"loss": 0.5})
+    metrics.write_json(f"{workdir}/results.json", {"loss": np.float32(0.5)})
+    fig = metrics.pyplot().figure()
+    assert metrics.save_figure(fig, workdir, "curve") == f"{workdir}/figures/curve.png"
+  run = bucket / "lmsys-test" / "run"
+  rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert rows == [{"step": 1, "split": "train", "loss": 1.0}, {"step": 2, "split": "train", "loss": 0.25},
+                  {"step": 3, "split": "eval", "loss": 0.5}]
+  assert json.loads((run / "results.json").read_text()) == {"loss": 0.5}
+  assert (run / "figures" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert sorted(os.listdir(tmp_path)) == ["bucket"]  # no local `gs:` folder
 
 
 def test_parameter_overview_counts_and_bytes_per_top_level_module():

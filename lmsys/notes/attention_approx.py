@@ -110,7 +110,7 @@ def trained_qk(config, workdir, writer):
 def measure(config, workdir, writer) -> dict:
   """Every table of the note: random q, k, v (errors and ranks), then each layer of the trained
   LM (causal errors, ranks, the spread of its scaled dot products)."""
-  rng = jax.random.PRNGKey(config.seed)
+  rng = jax.random.key(config.seed)
   r = config.random
   keys = jax.random.split(rng, 4)
   q, k, v = (jax.random.normal(key, (1, r.length, r.heads, r.head_dim)) for key in keys[:3])

@@ -225,7 +225,7 @@ def time_layer(config, weights, n: int) -> dict:
   counted FLOPs of the layer."""
   h, d, r = config.num_heads, config.head_dim, config.ffn_ratio
   fns, group = layer_functions(n, h, d, config.activation, config.max_score_bytes)
-  keys = jax.random.split(jax.random.PRNGKey(n), 4)
+  keys = jax.random.split(jax.random.key(n), 4)
   x = jax.random.normal(keys[0], (1, n, h * d))
   qkv = [jax.random.normal(k, (1, n, h, d)) for k in keys[1:]]
   qkv_4d = [jax.random.normal(k, (1, n, h, config.linear_head_dim_factor * d)) * 0.5 for k in keys[1:]]
@@ -251,7 +251,7 @@ def xla_check(num_heads: int, head_dim: int, ffn_ratio: int, activation: str, le
       layer = transformer.EncoderLayer(transformer.TransformerConfig(
           num_heads=h, head_dim=d, attention=kind, ffn_ratio=ffn_ratio, activation=activation))
       x = jnp.zeros((1, n, h * d))
-      params = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)
+      params = jax.eval_shape(layer.init, jax.random.key(0), x)
       xla = jax.jit(lambda p, x: layer.apply(p, x)).lower(params, x).compile().cost_analysis()["flops"]
       counted = layer_flops(n, h, d, ffn_ratio, kind, activation=activation)["total"]
       mults = layer_multiplications(n, h, d, ffn_ratio, kind)["total"]
