@@ -181,7 +181,9 @@ def settle_failed_saves(timeout: float = 10.0) -> bool:
   "Event loop is closed") or is collected ("exception was never retrieved"),
   possibly after the run's own error line. Called once the CheckpointSaveError is
   dropped and before it is reported, this lets all of that happen first: it
-  collects garbage until no future of a closed event loop is left alive.
+  collects garbage until no future of a closed event loop is left alive. A finished
+  future's exception is the failure this run reports in its own error line, so it is
+  marked retrieved (`Future.exception()`) and asyncio does not report it again.
 
   Args:
     timeout: seconds to wait at most.
@@ -191,6 +193,11 @@ def settle_failed_saves(timeout: float = 10.0) -> bool:
   """
   deadline = time.monotonic() + timeout
   while True:
+    orphans = [o for o in gc.get_objects() if isinstance(o, asyncio.Future) and o.get_loop().is_closed()]
+    for future in orphans:  # their failure is the one this run reports: mark it retrieved (asyncio's API)
+      if future.done() and not future.cancelled():
+        future.exception()
+    del orphans
     gc.collect()
     if not any(isinstance(o, asyncio.Future) and o.get_loop().is_closed() for o in gc.get_objects()):
       return True
