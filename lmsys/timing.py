@@ -120,10 +120,8 @@ def keep_freed_memory() -> bool:
   25 MiB transposes of attention at n = 8192) with malloc; glibc serves blocks
   above its mmap threshold (at most 32 MiB) with fresh mmap pages and unmaps
   them on free, so every call pays the kernel's page faults and zeroing again.
-  Measured 2026-12-02 (2-core CPU, docs/results/attention_cost.md): linear
-  attention at n = 8192 took 36-40 ms per call with the default and 22-31 ms
-  with this (forward only, 2 paired runs; 57-60 vs 44-52 ms in 3 paired runs
-  that also timed the backward pass). Equivalent to starting Python with MALLOC_MMAP_MAX_=0
+  How much it saves is measured by `python scripts/bench.py causal_linear_attention_kept`
+  (docs/performance.md). Equivalent to starting Python with MALLOC_MMAP_MAX_=0
   MALLOC_TRIM_THRESHOLD_=<large>. Call it once, early; it changes this
   process only. Returns False (and does nothing) where malloc is not glibc's.
   """

@@ -1,6 +1,6 @@
 """KgCLUE knowledge-base QA: split files, the retrieval base, a character tokenizer, target sequences.
 
-Note 7 (issue 12) answers a question by decoding `S [SEP] P [SEP] M [SEP]` (the
+Note 7 answers a question by decoding `S [SEP] P [SEP] M [SEP]` (the
 subject, predicate and the subject's sense), constrained to the facts of a
 knowledge base by a trie (`lmsys.nn.trie`), and then looks the object O up.
 

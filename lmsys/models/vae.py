@@ -13,7 +13,7 @@ Architectures (tanh MLPs, diagonal-Gaussian latents, Bernoulli pixels):
 Stochastic layer i has an encoder (z_{i-1} -> z_i, z_0 = x) and a decoder
 (z_i -> z_{i-1}) with the same hidden widths, mirrored, as in the paper.
 
-Cost (issue 10 item 4): with k samples per image, everything but the first encoder is
+Cost: with k samples per image, everything but the first encoder is
 paid k times, and the decoder's last layer (200 x 784) is ~3/4 of the FLOPs. `__call__`
 runs the first encoder once per image, takes log p(z|x) from the noise (no (z - mean)^2 /
 var), uses a softplus ~1.4x cheaper than jax.nn.softplus, and, when samples x images
