@@ -114,7 +114,7 @@ def environment(code_dir: str) -> dict:
 
 
 def now_utc() -> str:
-  """The current UTC time as provenance records it (`2026-01-31T12:00:00Z`)."""
+  """The current UTC time as provenance records it (ISO 8601 to the second, `YYYY-MM-DDTHH:MM:SSZ`)."""
   return _now()
 
 

@@ -39,7 +39,9 @@ from collections.abc import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
-  sys.path.insert(0, REPO)  # `python scripts/bench.py` from a checkout: lmsys and experiments from it
+  sys.path.insert(0, REPO)  # `python scripts/bench.py` from a checkout: lmsys from it
+
+from lmsys import pages  # noqa: E402  (after the path line above)
 
 RECORDS = os.path.join(REPO, "docs", "performance", "records")
 PAGE = os.path.join(REPO, "docs", "performance.md")
@@ -708,7 +710,6 @@ def _fmt(x: float) -> str:
 
 def render_section(records: list[dict]) -> str:
   """The generated section of docs/performance.md."""
-  from experiments import report  # pylint: disable=g-import-not-at-top
   lines = [BEGIN, "", "## Current measurements", ""]
   rows = latest_rows(records)
   if not rows:
@@ -726,16 +727,16 @@ def render_section(records: list[dict]) -> str:
     dev = p.get("devices") or {}
     machine = f"{p.get('cpu_count', '?')} CPUs, {dev.get('kind', '?')}, load {(p.get('load_average') or ['?'])[0]}"
     verdict = {True: "met", False: "**missed**", None: "—"}[met(row)]
-    table.append([f"`{row['id']}`", report._cell(row["what"]),
-                  f"{_fmt(row['median'])} ({_fmt(row['min'])}–{_fmt(row['max'])})", report._cell(row["unit"]),
-                  report._cell(row["target"]), verdict, report._cell(row["versus"]), str(row["repeats"]),
+    table.append([f"`{row['id']}`", pages.cell(row["what"]),
+                  f"{_fmt(row['median'])} ({_fmt(row['min'])}–{_fmt(row['max'])})", pages.cell(row["unit"]),
+                  pages.cell(row["target"]), verdict, pages.cell(row["versus"]), str(row["repeats"]),
                   machine, commit])
-  lines += report._table(["id", "what", "measured: median (min–max)", "unit", "target", "verdict", "compared with",
+  lines += pages.table(["id", "what", "measured: median (min–max)", "unit", "target", "verdict", "compared with",
                           "rounds", "machine", "commit"], table)
   lines += [""]
   for record in records:
     p = record["provenance"]
-    lines.append(f"- `{record['name']}`: `{' '.join(p.get('command') or [])}`, {report.machine_line(p)}"
+    lines.append(f"- `{record['name']}`: `{' '.join(p.get('command') or [])}`, {pages.machine_line(p)}"
                  + (f"; skipped: {', '.join(sorted(p['skipped']))}" if p.get("skipped") else "") + ".")
   lines += ["", END]
   return "\n".join(lines)
@@ -743,19 +744,17 @@ def render_section(records: list[dict]) -> str:
 
 def expected_page(records_dir: str, page: str) -> str:
   """The page's text with its generated section re-rendered from the records."""
-  from experiments import report  # pylint: disable=g-import-not-at-top
   text = open(page).read() if os.path.exists(page) else "# Performance\n"
-  return report.splice(text, render_section(load_records(records_dir)), after_title=True, begin=BEGIN, end=END)
+  return pages.splice(text, render_section(load_records(records_dir)), after_title=True, begin=BEGIN, end=END)
 
 
 def check(records_dir: str, page: str) -> str | None:
   """The first difference between the page and its rendering, as 'path:line: ...' (None: equal)."""
-  from experiments import report  # pylint: disable=g-import-not-at-top
   have = open(page).read() if os.path.exists(page) else ""
   want = expected_page(records_dir, page)
   if have == want:
     return None
-  return report.first_difference(page, have, want) + "; run `python scripts/bench.py --render`, or fix the records"
+  return pages.first_difference(page, have, want, REPO) + "; run `python scripts/bench.py --render`, or fix the records"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,7 @@ def model_batch(arrays) -> dict[str, np.ndarray]:
 
 
 def transformers_outputs(directory: str, batch) -> dict[str, np.ndarray]:
-  """BertForPreTraining.from_pretrained(directory) on `batch`: float32 logits and log P(IsNext)."""
+  """transformers' BertForPreTraining loaded from the local `directory`, on `batch`: float32 logits and log P(IsNext)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   model = transformers.BertForPreTraining.from_pretrained(directory).eval()  # network-ok: a local directory the script just wrote; nothing is fetched
